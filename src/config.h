@@ -1,0 +1,67 @@
+/* config.h - the daemon's configuration: parse, validate, compare.
+ *
+ * A configuration is read whole into a fresh struct config and validated
+ * before anyone uses it; reload builds a new one and swaps it in only on
+ * success.  Every option appears once in the table in config.c, with its
+ * default and whether a reload (SIGHUP) applies it.
+ */
+#ifndef GOPHERMQ_CONFIG_H
+#define GOPHERMQ_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct config {
+	char *listen;                 /* API listen address (IPv4/IPv6 literal) */
+	unsigned port;                /* API port; 0 = any free port */
+	char *metrics_listen;
+	unsigned metrics_port;        /* 0 = any free port */
+	uint64_t max_pending;         /* message copies, all subscribers; 0 = unlimited */
+	uint64_t max_pending_bytes;   /* 0 = unlimited */
+	uint64_t max_message_size;    /* largest request body and payload, bytes */
+	uint64_t max_subject_length;  /* bytes */
+	unsigned pool_size;           /* async publish workers */
+	unsigned async_queue_size;    /* async publishes waiting for a worker */
+	unsigned http_threads;        /* HTTP worker threads; 0 = one per CPU */
+	unsigned max_connections;     /* concurrent API connections */
+	unsigned connection_timeout;  /* idle seconds before a connection is closed; 0 = never */
+	uint64_t subscriber_ttl;      /* idle seconds before a subscriber expires; 0 = never */
+	enum log_level log_level;
+	char *auth_token_file;        /* "" = no API authentication */
+	char *metrics_auth_token_file;/* "" = no metrics authentication */
+	char *tls_cert_file;          /* "" = plain HTTP */
+	char *tls_key_file;
+};
+
+/* Fills config with the built-in defaults.  Strings are allocated; release
+ * with config_clear().  Returns 0, or -1 when out of memory. */
+int config_set_defaults(struct config *config);
+
+/* Reads and validates path into config (which need not be initialised).
+ * Options not in the file keep their defaults.  On failure returns -1,
+ * leaves config cleared, and writes a one-line reason naming the file, the
+ * line where known and the option into error (at most error_size bytes).
+ * Returns 0 on success. */
+int config_load(const char *path, struct config *config, char *error, size_t error_size);
+
+/* Frees the strings of config and zeroes it. */
+void config_clear(struct config *config);
+
+/* Calls report(name, context) for every option whose value differs between
+ * old and new and which a reload cannot apply (it needs a restart).
+ * Returns how many such options there were. */
+size_t config_restart_changes(const struct config *old_config, const struct config *new_config,
+                              void (*report)(const char *option, void *context), void *context);
+
+/* Describes every option, in file order, for documentation tests. */
+struct config_option_info {
+	const char *name;
+	const char *default_text;  /* as written in the config file */
+	bool reloadable;
+};
+const struct config_option_info *config_options(size_t *count);
+
+#endif

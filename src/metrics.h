@@ -1,0 +1,54 @@
+/* metrics.h - request and broker metrics in the Prometheus text format.
+ *
+ * Counters are lock-free (relaxed atomics), so recording costs a few atomic
+ * adds on the request path.  Rendering reads them without stopping writers.
+ */
+#ifndef GOPHERMQ_METRICS_H
+#define GOPHERMQ_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker.h"
+
+/* The "method" label of the request families. */
+enum metrics_method {
+	METRICS_PUBLISH = 0,
+	METRICS_PUBLISH_ASYNC,
+	METRICS_SUBSCRIBE,
+	METRICS_FETCH,
+	METRICS_METHOD_COUNT,
+};
+
+/* Counted events besides requests. */
+enum metrics_event {
+	METRICS_ASYNC_FAILED = 0,    /* an async publish failed after it was accepted */
+	METRICS_ASYNC_REJECTED,      /* async queue full: 503 */
+	METRICS_UNAUTHORIZED,        /* requests refused with 401 */
+	METRICS_CONNECTIONS_REFUSED, /* connections refused at the limit */
+	METRICS_RELOADS,             /* configuration reloads applied */
+	METRICS_RELOAD_FAILURES,     /* reloads refused (bad config) */
+	METRICS_EVENT_COUNT,
+};
+
+/* Values read at render time from other modules. */
+struct metrics_snapshot {
+	struct broker_stats broker;
+	uint64_t async_queue_depth;
+	uint64_t async_workers;
+	uint64_t connections;
+	double start_time_seconds;   /* Unix time the daemon started */
+};
+
+void metrics_init(void);
+
+/* Records one API request.  status is the HTTP status answered. */
+void metrics_observe_request(enum metrics_method method, unsigned status, double seconds);
+
+void metrics_count(enum metrics_event event);
+
+/* Renders every family into a malloc'ed NUL-terminated string stored in
+ * *text; returns its length, or 0 with *text NULL when out of memory. */
+size_t metrics_render(const struct metrics_snapshot *snapshot, char **text);
+
+#endif
