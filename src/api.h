@@ -8,6 +8,7 @@
 #ifndef GOPHERMQ_API_H
 #define GOPHERMQ_API_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,13 +22,14 @@ enum api_endpoint {
 	API_FETCH,
 };
 
-/* What api_handle() needs: shared, read-only once serving starts, except
- * max_message_size which a reload may change (read atomically). */
+/* What api_handle() needs: shared by all HTTP threads.  The limits may be
+ * changed by a reload at any time, hence atomics; the pointers are fixed
+ * while serving. */
 struct api_context {
 	struct broker *broker;
-	struct pool *pool;             /* NULL: async publishes are refused with 503 */
-	uint64_t max_message_size;     /* atomic; bytes of data */
-	uint64_t max_subject_length;   /* atomic; checked by the broker too */
+	struct pool *pool;                     /* NULL: async publishes get 503 */
+	_Atomic uint64_t max_message_size;     /* bytes of decoded data; 0 = none */
+	_Atomic uint64_t max_subject_length;   /* same value as the broker's limit */
 };
 
 /* A reply.  body points either to static text (body_static) or to a

@@ -56,6 +56,11 @@ void config_clear(struct config *config);
 size_t config_restart_changes(const struct config *old_config, const struct config *new_config,
                               void (*report)(const char *option, void *context), void *context);
 
+/* Copies into new_config the values of every option a reload cannot apply,
+ * taken from running, so that new_config describes what actually runs.
+ * Returns 0, or -1 when out of memory (new_config unchanged). */
+int config_keep_restart_options(struct config *new_config, const struct config *running);
+
 /* Describes every option, in file order, for documentation tests. */
 struct config_option_info {
 	const char *name;

@@ -30,8 +30,8 @@ int pool_submit(struct pool *pool, struct pool_job *job);
 int pool_resize(struct pool *pool, unsigned threads, size_t queue_limit);
 
 /* Jobs waiting (not yet running). */
-size_t pool_depth(const struct pool *pool);
-unsigned pool_threads(const struct pool *pool);
+size_t pool_depth(struct pool *pool);
+unsigned pool_threads(struct pool *pool);
 
 /* Refuses new jobs, runs every queued job to completion, joins the workers
  * and frees the pool. */

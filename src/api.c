@@ -1,0 +1,385 @@
+/* api.c - request bodies in, replies out: the JSON side of the API.
+ *
+ * Parses a request body with json-c (strict mode, UTF-8 validated, bounded
+ * nesting), checks the fields the contract names, calls the broker and
+ * builds the JSON reply.  Nothing here knows about sockets or HTTP framing.
+ */
+#include "autoconfig.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "api.h"
+#include "log.h"
+#include "metrics.h"
+
+/* Request bodies are flat objects; anything nested deeper is refused
+ * without recursing through it. */
+#define API_JSON_MAX_DEPTH 8
+
+#define API_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/* Every static reply body, exactly as the contract spells them; Echo, the
+ * original's framework, ends JSON bodies with a newline and so do we. */
+#define REPLY_OK                "{\"status\":\"ok\"}\n"
+#define REPLY_BODY_INVALID      "{\"message\":\"request's body is invalid\"}\n"
+#define REPLY_INVALID_SUBJECT   "{\"message\":\"invalid subject\"}\n"
+#define REPLY_NO_SUBSCRIBER     "{\"message\":\"subscriber not found\"}\n"
+#define REPLY_OVERFLOW          "{\"message\":\"broker overflow\"}\n"
+#define REPLY_BAD_ID            "{\"message\":\"bad id\"}\n"
+#define REPLY_TOO_LARGE         "{\"message\":\"message too large\"}\n"
+#define REPLY_QUEUE_FULL        "{\"message\":\"async queue full\"}\n"
+#define REPLY_SERVER_ERROR      "{\"message\":\"server error\"}\n"
+
+/* The fields of a request; pointers into the parsed JSON object. */
+struct api_request {
+	const char *subject;
+	size_t subject_length;
+	const char *data;
+	size_t data_length;
+	const char *id;
+	size_t id_length;
+};
+
+/* An async publish waiting for a worker; owns its message reference. */
+struct async_publish {
+	struct pool_job job;
+	struct broker *broker;
+	struct broker_message *message;
+	size_t subject_length;
+	char subject[];
+};
+
+static void reply_static(struct api_reply *reply, unsigned status, const char *body, size_t length)
+{
+	reply->status = status;
+	reply->body = (char *)body;
+	reply->body_length = length;
+	reply->body_static = 1;
+}
+
+#define REPLY(reply, status, text) reply_static((reply), (status), (text), sizeof(text) - 1)
+
+void api_reply_error(struct api_reply *reply, unsigned status, const char *message_json)
+{
+	reply_static(reply, status, message_json, strlen(message_json));
+}
+
+void api_reply_free(struct api_reply *reply)
+{
+	if (!reply->body_static)
+		free(reply->body);
+	reply->body = NULL;
+	reply->body_length = 0;
+}
+
+/* Takes the string member name of object into *value and *length.  A missing
+ * member reads as "".  Returns false when the member exists but is not a
+ * string (null included). */
+static bool request_string(struct json_object *object, const char *name,
+                           const char **value, size_t *length)
+{
+	struct json_object *member;
+
+	if (!json_object_object_get_ex(object, name, &member)) {
+		*value = "";
+		*length = 0;
+		return true;
+	}
+	if (!json_object_is_type(member, json_type_string))
+		return false;
+	*value = json_object_get_string(member);
+	*length = (size_t)json_object_get_string_len(member);
+	return true;
+}
+
+static bool json_whitespace(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Parses body as one JSON object, nothing but whitespace after it.
+ * Returns the object (caller puts it) or NULL. */
+static struct json_object *request_parse(const char *body, size_t body_length)
+{
+	struct json_tokener *tokener;
+	struct json_object *object;
+	size_t end;
+
+	if (body_length == 0 || body_length > (size_t)INT32_MAX)
+		return NULL;
+	tokener = json_tokener_new_ex(API_JSON_MAX_DEPTH);
+	if (tokener == NULL)
+		return NULL;
+	json_tokener_set_flags(tokener, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	object = json_tokener_parse_ex(tokener, body, (int)body_length);
+	if (object != NULL && json_tokener_get_error(tokener) != json_tokener_success) {
+		json_object_put(object);
+		object = NULL;
+	}
+	end = object != NULL ? json_tokener_get_parse_end(tokener) : 0;
+	json_tokener_free(tokener);
+	if (object == NULL)
+		return NULL;
+	while (end < body_length && json_whitespace(body[end]))
+		end++;
+	if (end != body_length || !json_object_is_type(object, json_type_object)) {
+		json_object_put(object);
+		return NULL;
+	}
+	return object;
+}
+
+/* Replies for the broker's refusals. */
+static void reply_broker_status(struct api_reply *reply, enum broker_status status)
+{
+	switch (status) {
+	case BROKER_OK:
+		REPLY(reply, 200, REPLY_OK);
+		break;
+	case BROKER_INVALID_SUBJECT:
+		REPLY(reply, 400, REPLY_INVALID_SUBJECT);
+		break;
+	case BROKER_NO_SUBSCRIBER:
+		REPLY(reply, 404, REPLY_NO_SUBSCRIBER);
+		break;
+	case BROKER_OVERFLOW:
+		REPLY(reply, 429, REPLY_OVERFLOW);
+		break;
+	case BROKER_BAD_ID:
+		REPLY(reply, 404, REPLY_BAD_ID);
+		break;
+	case BROKER_NO_MEMORY:
+	default:
+		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		break;
+	}
+}
+
+/* Serialises object into a malloc'ed reply body with a trailing newline. */
+static void reply_json(struct api_reply *reply, unsigned status, struct json_object *object)
+{
+	size_t length;
+	const char *text = json_object_to_json_string_length(object, API_JSON_FLAGS, &length);
+	char *body = text != NULL ? malloc(length + 2) : NULL;
+
+	if (body == NULL) {
+		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		return;
+	}
+	memcpy(body, text, length);
+	body[length] = '\n';
+	body[length + 1] = '\0';
+	reply->status = status;
+	reply->body = body;
+	reply->body_length = length + 1;
+	reply->body_static = 0;
+}
+
+/* The broker validates subjects itself; an async publish is checked here
+ * too so that a bad subject is refused before the request is answered. */
+static bool subject_valid(struct api_context *context, const struct api_request *request)
+{
+	size_t max_length = (size_t)atomic_load_explicit(&context->max_subject_length, memory_order_relaxed);
+	return broker_subject_valid(request->subject, request->subject_length, max_length);
+}
+
+static bool data_too_large(struct api_context *context, const struct api_request *request)
+{
+	uint64_t max_size = atomic_load_explicit(&context->max_message_size, memory_order_relaxed);
+	return max_size != 0 && request->data_length > max_size;
+}
+
+static void handle_subscribe(struct api_context *context, const struct api_request *request,
+                             struct api_reply *reply)
+{
+	char id[BROKER_ID_LENGTH + 1];
+	enum broker_status status;
+	struct json_object *object;
+
+	status = broker_subscribe(context->broker, request->subject, request->subject_length, id);
+	if (status != BROKER_OK) {
+		reply_broker_status(reply, status);
+		return;
+	}
+	object = json_object_new_object();
+	if (object == NULL
+	    || json_object_object_add(object, "id", json_object_new_string_len(id, BROKER_ID_LENGTH)) != 0
+	    || json_object_object_add(object, "subject",
+	                              json_object_new_string_len(request->subject, (int)request->subject_length)) != 0) {
+		/* The subscriber exists but its id cannot be told: let it
+		 * expire rather than guess. */
+		json_object_put(object);
+		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		return;
+	}
+	reply_json(reply, 200, object);
+	json_object_put(object);
+}
+
+static void handle_publish(struct api_context *context, const struct api_request *request,
+                           struct api_reply *reply)
+{
+	struct broker_message *message;
+
+	if (data_too_large(context, request)) {
+		REPLY(reply, 413, REPLY_TOO_LARGE);
+		return;
+	}
+	message = broker_message_new(request->data, request->data_length);
+	if (message == NULL) {
+		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		return;
+	}
+	reply_broker_status(reply, broker_publish(context->broker, request->subject,
+	                                          request->subject_length, message));
+	broker_message_release(message);
+}
+
+static void async_publish_run(struct pool_job *job)
+{
+	struct async_publish *work = (struct async_publish *)job;
+	enum broker_status status;
+
+	status = broker_publish(work->broker, work->subject, work->subject_length, work->message);
+	if (status != BROKER_OK) {
+		metrics_count(METRICS_ASYNC_FAILED);
+		log_debug("async publish to a subject of %zu bytes failed: %s",
+		          work->subject_length, broker_status_name(status));
+	}
+	broker_message_release(work->message);
+	free(work);
+}
+
+static void handle_publish_async(struct api_context *context, const struct api_request *request,
+                                 struct api_reply *reply)
+{
+	struct async_publish *work;
+
+	if (!subject_valid(context, request)) {
+		REPLY(reply, 400, REPLY_INVALID_SUBJECT);
+		return;
+	}
+	if (data_too_large(context, request)) {
+		REPLY(reply, 413, REPLY_TOO_LARGE);
+		return;
+	}
+	if (context->pool == NULL) {
+		metrics_count(METRICS_ASYNC_REJECTED);
+		REPLY(reply, 503, REPLY_QUEUE_FULL);
+		return;
+	}
+	work = malloc(sizeof(*work) + request->subject_length + 1);
+	if (work == NULL) {
+		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		return;
+	}
+	work->message = broker_message_new(request->data, request->data_length);
+	if (work->message == NULL) {
+		free(work);
+		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		return;
+	}
+	work->job.next = NULL;
+	work->job.run = async_publish_run;
+	work->broker = context->broker;
+	work->subject_length = request->subject_length;
+	memcpy(work->subject, request->subject, request->subject_length);
+	work->subject[request->subject_length] = '\0';
+	if (pool_submit(context->pool, &work->job) != 0) {
+		broker_message_release(work->message);
+		free(work);
+		metrics_count(METRICS_ASYNC_REJECTED);
+		REPLY(reply, 503, REPLY_QUEUE_FULL);
+		return;
+	}
+	REPLY(reply, 200, REPLY_OK);
+}
+
+static void handle_fetch(struct api_context *context, const struct api_request *request,
+                         struct api_reply *reply)
+{
+	struct broker_batch batch = { NULL, 0 };
+	enum broker_status status;
+	struct json_object *object, *data;
+	bool built = true;
+
+	status = broker_fetch(context->broker, request->subject, request->subject_length,
+	                      request->id, request->id_length, &batch);
+	if (status != BROKER_OK) {
+		reply_broker_status(reply, status);
+		return;
+	}
+
+	object = json_object_new_object();
+	data = json_object_new_array_ext((int)(batch.count < 16 ? 16 : batch.count));
+	if (object == NULL || data == NULL) {
+		built = false;
+	} else {
+		for (size_t i = 0; i < batch.count && built; i++) {
+			const struct broker_message *message = batch.messages[i];
+			struct json_object *item = json_object_new_string_len(message->data, (int)message->length);
+			if (item == NULL || json_object_array_add(data, item) != 0) {
+				json_object_put(item);
+				built = false;
+			}
+		}
+	}
+	if (built
+	    && json_object_object_add(object, "subject",
+	                              json_object_new_string_len(request->subject, (int)request->subject_length)) == 0
+	    && json_object_object_add(object, "id",
+	                              json_object_new_string_len(request->id, (int)request->id_length)) == 0
+	    && json_object_object_add(object, "data", data) == 0) {
+		data = NULL; /* owned by object now */
+		reply_json(reply, 200, object);
+	} else {
+		/* The messages were taken from the queue and cannot be put back
+		 * in order; this only happens when memory is exhausted. */
+		log_error("fetch: out of memory building the reply; %zu message(s) lost", batch.count);
+		REPLY(reply, 500, REPLY_SERVER_ERROR);
+	}
+	json_object_put(data);
+	json_object_put(object);
+	broker_batch_release(&batch);
+}
+
+void api_handle(struct api_context *context, enum api_endpoint endpoint,
+                const char *body, size_t body_length, struct api_reply *reply)
+{
+	struct api_request request;
+	struct json_object *object = request_parse(body, body_length);
+
+	memset(&request, 0, sizeof(request));
+	if (object == NULL
+	    || !request_string(object, "subject", &request.subject, &request.subject_length)
+	    || !request_string(object, "data", &request.data, &request.data_length)
+	    || !request_string(object, "id", &request.id, &request.id_length)) {
+		json_object_put(object);
+		REPLY(reply, 400, REPLY_BODY_INVALID);
+		return;
+	}
+
+	switch (endpoint) {
+	case API_SUBSCRIBE:
+		handle_subscribe(context, &request, reply);
+		break;
+	case API_PUBLISH:
+		handle_publish(context, &request, reply);
+		break;
+	case API_PUBLISH_ASYNC:
+		handle_publish_async(context, &request, reply);
+		break;
+	case API_FETCH:
+		handle_fetch(context, &request, reply);
+		break;
+	default:
+		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		break;
+	}
+	json_object_put(object);
+}

@@ -1,0 +1,41 @@
+/* http_api.h - the API's HTTP listener (libmicrohttpd): routing, request
+ * bodies, limits on connections, and readiness.  Request semantics live in
+ * api.c; this module only moves bytes and status codes. */
+#ifndef GOPHERMQ_HTTP_API_H
+#define GOPHERMQ_HTTP_API_H
+
+#include <stddef.h>
+
+#include "api.h"
+
+struct http_api_options {
+	const char *listen;          /* IPv4 or IPv6 literal */
+	unsigned port;               /* 0 = any free port */
+	unsigned threads;            /* HTTP worker threads; 0 = one per CPU */
+	unsigned max_connections;
+	unsigned connection_timeout; /* seconds; 0 = never */
+};
+
+struct http_api;
+
+/* Binds and starts serving.  api must outlive the listener.  Returns NULL
+ * with a reason in error on failure. */
+struct http_api *http_api_start(const struct http_api_options *options, struct api_context *api,
+                                char *error, size_t error_size);
+
+/* The port actually bound (useful with port 0). */
+unsigned http_api_port(const struct http_api *http);
+
+unsigned http_api_connections(const struct http_api *http);
+unsigned http_api_threads(const struct http_api *http);
+
+/* Stops accepting connections and makes /ready answer 503; requests in
+ * flight are finished and their connections closed after the reply.  Waits
+ * at most timeout_ms for in-flight requests to complete.  Returns how many
+ * were still in flight when it gave up. */
+unsigned http_api_quiesce(struct http_api *http, unsigned timeout_ms);
+
+/* Closes every connection and frees the listener. */
+void http_api_stop(struct http_api *http);
+
+#endif

@@ -1,0 +1,41 @@
+/* http_server.h - what both HTTP listeners share: turning a listen address
+ * into a socket address, routing libmicrohttpd's log into ours, and sending
+ * a reply with the project's headers. */
+#ifndef GOPHERMQ_HTTP_SERVER_H
+#define GOPHERMQ_HTTP_SERVER_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+/* Fills address from a numeric IPv4/IPv6 literal and a port.  Returns 0, or
+ * -1 when listen is not a numeric address. */
+int http_server_address(const char *listen, unsigned port, struct sockaddr_storage *address,
+                        bool *is_ipv6);
+
+/* MHD_OPTION_EXTERNAL_LOGGER callback: libmicrohttpd's messages, logged at
+ * warning level. */
+void http_server_log(void *context, const char *format, va_list args);
+
+/* Reads the port a started daemon is bound to, or 0. */
+unsigned http_server_bound_port(struct MHD_Daemon *daemon);
+
+/* How a reply is sent. */
+struct http_reply {
+	unsigned status;
+	const char *content_type;  /* NULL: no Content-Type */
+	char *body;
+	size_t length;
+	bool owned;                /* body was malloc'ed; the response frees it */
+	bool close_connection;     /* add "Connection: close" */
+	const char *retry_after;   /* NULL, or a Retry-After value */
+};
+
+/* Queues reply on connection.  An owned body is freed in every case.
+ * Returns MHD_queue_response's result (MHD_NO when out of memory). */
+enum MHD_Result http_server_reply(struct MHD_Connection *connection, const struct http_reply *reply);
+
+#endif

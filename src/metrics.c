@@ -1,0 +1,262 @@
+/* metrics.c - lock-free request counters and the Prometheus text exposition.
+ *
+ * The request families keep the original GopherMQ's names and labels:
+ * gophermq_client_request_rate (a counter) and
+ * gophermq_request_duration_seconds (a histogram), both labelled by method
+ * and code.  Histogram buckets are stored per bucket and made cumulative
+ * only when rendering, so an observation is three relaxed atomic adds.
+ */
+#include "autoconfig.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+/* The status codes the API answers; anything else is counted as "other". */
+static const unsigned tracked_codes[] = { 200, 204, 400, 401, 404, 405, 413, 429, 500, 503 };
+#define CODE_COUNT (sizeof(tracked_codes) / sizeof(tracked_codes[0]) + 1)
+
+/* Prometheus' default buckets, as the original used. */
+static const double bucket_bounds[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
+#define BUCKET_COUNT (sizeof(bucket_bounds) / sizeof(bucket_bounds[0]))
+
+static const char *const method_names[METRICS_METHOD_COUNT] = {
+	[METRICS_PUBLISH] = "publish",
+	[METRICS_PUBLISH_ASYNC] = "publish_async",
+	[METRICS_SUBSCRIBE] = "subscribe",
+	[METRICS_FETCH] = "fetch",
+};
+
+struct request_series {
+	atomic_uint_fast64_t count;
+	atomic_uint_fast64_t sum_nanoseconds;
+	atomic_uint_fast64_t buckets[BUCKET_COUNT + 1]; /* last: above every bound (+Inf) */
+};
+
+static struct request_series request_series[METRICS_METHOD_COUNT][CODE_COUNT];
+static atomic_uint_fast64_t event_counts[METRICS_EVENT_COUNT];
+
+void metrics_init(void)
+{
+	memset(request_series, 0, sizeof(request_series));
+	memset(event_counts, 0, sizeof(event_counts));
+}
+
+static size_t code_index(unsigned status)
+{
+	for (size_t i = 0; i < CODE_COUNT - 1; i++)
+		if (tracked_codes[i] == status)
+			return i;
+	return CODE_COUNT - 1;
+}
+
+void metrics_observe_request(enum metrics_method method, unsigned status, double seconds)
+{
+	struct request_series *series;
+	size_t bucket = 0;
+
+	if ((unsigned)method >= METRICS_METHOD_COUNT)
+		return;
+	series = &request_series[method][code_index(status)];
+	while (bucket < BUCKET_COUNT && seconds > bucket_bounds[bucket])
+		bucket++;
+	if (seconds < 0)
+		seconds = 0;
+	atomic_fetch_add_explicit(&series->count, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&series->sum_nanoseconds, (uint_fast64_t)(seconds * 1e9), memory_order_relaxed);
+	atomic_fetch_add_explicit(&series->buckets[bucket], 1, memory_order_relaxed);
+}
+
+void metrics_count(enum metrics_event event)
+{
+	if ((unsigned)event < METRICS_EVENT_COUNT)
+		atomic_fetch_add_explicit(&event_counts[event], 1, memory_order_relaxed);
+}
+
+/* A growable text buffer; on allocation failure it remembers the failure
+ * and ignores further appends. */
+struct text {
+	char *data;
+	size_t length;
+	size_t capacity;
+	bool failed;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void text_printf(struct text *text, const char *format, ...)
+{
+	va_list args;
+	int needed;
+
+	if (text->failed)
+		return;
+	for (;;) {
+		size_t room = text->capacity - text->length;
+
+		va_start(args, format);
+		needed = vsnprintf(text->data + text->length, room, format, args);
+		va_end(args);
+		if (needed < 0) {
+			text->failed = true;
+			return;
+		}
+		if ((size_t)needed < room) {
+			text->length += (size_t)needed;
+			return;
+		}
+		size_t capacity = text->capacity * 2 + (size_t)needed + 1;
+		char *data = realloc(text->data, capacity);
+		if (data == NULL) {
+			text->failed = true;
+			return;
+		}
+		text->data = data;
+		text->capacity = capacity;
+	}
+}
+
+static void render_family(struct text *text, const char *name, const char *type, const char *help)
+{
+	text_printf(text, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void render_value(struct text *text, const char *name, const char *type,
+                         const char *help, uint64_t value)
+{
+	render_family(text, name, type, help);
+	text_printf(text, "%s %llu\n", name, (unsigned long long)value);
+}
+
+static void code_label(size_t index, char *label, size_t size)
+{
+	if (index < CODE_COUNT - 1)
+		snprintf(label, size, "%u", tracked_codes[index]);
+	else
+		snprintf(label, size, "other");
+}
+
+static void render_requests(struct text *text)
+{
+	char code[16];
+
+	render_family(text, "gophermq_client_request_rate", "counter",
+	              "API requests answered, by method and HTTP status code.");
+	for (size_t m = 0; m < METRICS_METHOD_COUNT; m++) {
+		for (size_t c = 0; c < CODE_COUNT; c++) {
+			uint64_t count = atomic_load_explicit(&request_series[m][c].count, memory_order_relaxed);
+			if (count == 0)
+				continue;
+			code_label(c, code, sizeof(code));
+			text_printf(text, "gophermq_client_request_rate{method=\"%s\",code=\"%s\"} %llu\n",
+			            method_names[m], code, (unsigned long long)count);
+		}
+	}
+
+	render_family(text, "gophermq_request_duration_seconds", "histogram",
+	              "API request latency in seconds, by method and HTTP status code.");
+	for (size_t m = 0; m < METRICS_METHOD_COUNT; m++) {
+		for (size_t c = 0; c < CODE_COUNT; c++) {
+			struct request_series *series = &request_series[m][c];
+			uint64_t cumulative = 0;
+
+			if (atomic_load_explicit(&series->count, memory_order_relaxed) == 0)
+				continue;
+			code_label(c, code, sizeof(code));
+			for (size_t b = 0; b <= BUCKET_COUNT; b++) {
+				cumulative += atomic_load_explicit(&series->buckets[b], memory_order_relaxed);
+				if (b < BUCKET_COUNT)
+					text_printf(text, "gophermq_request_duration_seconds_bucket{method=\"%s\",code=\"%s\",le=\"%g\"} %llu\n",
+					            method_names[m], code, bucket_bounds[b], (unsigned long long)cumulative);
+				else
+					text_printf(text, "gophermq_request_duration_seconds_bucket{method=\"%s\",code=\"%s\",le=\"+Inf\"} %llu\n",
+					            method_names[m], code, (unsigned long long)cumulative);
+			}
+			/* _count is the +Inf bucket, so the two always agree even
+			 * while writers race with this read. */
+			text_printf(text, "gophermq_request_duration_seconds_sum{method=\"%s\",code=\"%s\"} %.9f\n",
+			            method_names[m], code,
+			            (double)atomic_load_explicit(&series->sum_nanoseconds, memory_order_relaxed) / 1e9);
+			text_printf(text, "gophermq_request_duration_seconds_count{method=\"%s\",code=\"%s\"} %llu\n",
+			            method_names[m], code, (unsigned long long)cumulative);
+		}
+	}
+}
+
+static uint64_t event_value(enum metrics_event event)
+{
+	return atomic_load_explicit(&event_counts[event], memory_order_relaxed);
+}
+
+size_t metrics_render(const struct metrics_snapshot *snapshot, char **result)
+{
+	const struct broker_stats *broker = &snapshot->broker;
+	struct text text = { .data = NULL, .length = 0, .capacity = 0, .failed = false };
+
+	text.capacity = 8192;
+	text.data = malloc(text.capacity);
+	if (text.data == NULL) {
+		*result = NULL;
+		return 0;
+	}
+	text.data[0] = '\0';
+
+	render_requests(&text);
+
+	render_value(&text, "gophermq_messages_published_total", "counter",
+	             "Messages accepted by publish (one per publish, whatever the fan-out).", broker->published);
+	render_value(&text, "gophermq_messages_delivered_total", "counter",
+	             "Message copies handed to subscribers by fetch.", broker->delivered);
+	render_value(&text, "gophermq_pending_messages", "gauge",
+	             "Message copies waiting to be fetched, all subscribers together.", broker->pending);
+	render_value(&text, "gophermq_pending_bytes", "gauge",
+	             "Payload bytes of the message copies waiting to be fetched.", broker->pending_bytes);
+	render_value(&text, "gophermq_subscribers", "gauge",
+	             "Current subscribers.", broker->subscribers);
+	render_value(&text, "gophermq_subjects", "gauge",
+	             "Subjects with at least one subscriber.", broker->subjects);
+	render_value(&text, "gophermq_overflows_total", "counter",
+	             "Publishes refused because max_pending or max_pending_bytes would be exceeded.", broker->overflows);
+	render_value(&text, "gophermq_subscribers_expired_total", "counter",
+	             "Subscribers removed after subscriber_ttl seconds without a fetch.", broker->expired_subscribers);
+	render_value(&text, "gophermq_expired_messages_total", "counter",
+	             "Pending message copies freed with expired subscribers.", broker->expired_messages);
+	render_value(&text, "gophermq_async_queue_depth", "gauge",
+	             "Async publishes waiting for a worker.", snapshot->async_queue_depth);
+	render_value(&text, "gophermq_async_workers", "gauge",
+	             "Async publish worker threads.", snapshot->async_workers);
+	render_value(&text, "gophermq_async_failures_total", "counter",
+	             "Async publishes accepted but then not stored (no subscriber, overflow, out of memory).",
+	             event_value(METRICS_ASYNC_FAILED));
+	render_value(&text, "gophermq_async_rejected_total", "counter",
+	             "Async publishes refused with 503 because the queue was full.",
+	             event_value(METRICS_ASYNC_REJECTED));
+	render_value(&text, "gophermq_unauthorized_requests_total", "counter",
+	             "Requests refused with 401.", event_value(METRICS_UNAUTHORIZED));
+	render_value(&text, "gophermq_connections", "gauge",
+	             "Open API connections.", snapshot->connections);
+	render_value(&text, "gophermq_connections_refused_total", "counter",
+	             "API connections refused at max_connections.", event_value(METRICS_CONNECTIONS_REFUSED));
+	render_value(&text, "gophermq_config_reloads_total", "counter",
+	             "Configuration reloads applied.", event_value(METRICS_RELOADS));
+	render_value(&text, "gophermq_config_reload_failures_total", "counter",
+	             "Configuration reloads refused because the new file was invalid.",
+	             event_value(METRICS_RELOAD_FAILURES));
+
+	render_family(&text, "gophermq_start_time_seconds", "gauge", "Start time of the daemon since the Unix epoch, in seconds.");
+	text_printf(&text, "gophermq_start_time_seconds %.3f\n", snapshot->start_time_seconds);
+	render_family(&text, "gophermq_build_info", "gauge", "Version of gophermqd; always 1.");
+	text_printf(&text, "gophermq_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+
+	if (text.failed) {
+		free(text.data);
+		*result = NULL;
+		return 0;
+	}
+	*result = text.data;
+	return text.length;
+}
