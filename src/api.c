@@ -102,6 +102,62 @@ static bool json_whitespace(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* True when text is well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF) without NUL bytes, and no JSON
+ * string in it holds a raw control character (RFC 8259 wants them
+ * escaped).  json-c lets both through, even in strict mode. */
+static bool json_text_valid(const unsigned char *text, size_t length)
+{
+	bool in_string = false, escaped = false;
+	size_t i = 0;
+
+	while (i < length) {
+		unsigned char byte = text[i];
+		size_t extra;
+		unsigned char low = 0x80, high = 0xbf;
+
+		if (byte == 0 || (in_string && byte < 0x20))
+			return false;
+		if (byte < 0x80) {
+			if (escaped)
+				escaped = false;
+			else if (byte == '"')
+				in_string = !in_string;
+			else if (byte == '\\' && in_string)
+				escaped = true;
+			i++;
+			continue;
+		}
+		escaped = false;
+		if (byte >= 0xc2 && byte <= 0xdf) {
+			extra = 1;
+		} else if (byte >= 0xe0 && byte <= 0xef) {
+			extra = 2;
+			if (byte == 0xe0)
+				low = 0xa0;      /* overlong */
+			else if (byte == 0xed)
+				high = 0x9f;     /* surrogates */
+		} else if (byte >= 0xf0 && byte <= 0xf4) {
+			extra = 3;
+			if (byte == 0xf0)
+				low = 0x90;      /* overlong */
+			else if (byte == 0xf4)
+				high = 0x8f;     /* above U+10FFFF */
+		} else {
+			return false;
+		}
+		if (length - i <= extra)
+			return false;
+		if (text[i + 1] < low || text[i + 1] > high)
+			return false;
+		for (size_t k = 2; k <= extra; k++)
+			if (text[i + k] < 0x80 || text[i + k] > 0xbf)
+				return false;
+		i += extra + 1;
+	}
+	return true;
+}
+
 /* Parses body as one JSON object, nothing but whitespace after it.
  * Returns the object (caller puts it) or NULL. */
 static struct json_object *request_parse(const char *body, size_t body_length)
@@ -110,7 +166,8 @@ static struct json_object *request_parse(const char *body, size_t body_length)
 	struct json_object *object;
 	size_t end;
 
-	if (body_length == 0 || body_length > (size_t)INT32_MAX)
+	if (body_length == 0 || body_length > (size_t)INT32_MAX
+	    || !json_text_valid((const unsigned char *)body, body_length))
 		return NULL;
 	tokener = json_tokener_new_ex(API_JSON_MAX_DEPTH);
 	if (tokener == NULL)

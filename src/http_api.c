@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "http_api.h"
 #include "http_server.h"
 #include "log.h"
@@ -36,6 +37,7 @@
 #define REPLY_TOO_LARGE          "{\"message\":\"message too large\"}\n"
 #define REPLY_SHUTTING_DOWN      "{\"message\":\"shutting down\"}\n"
 #define REPLY_SERVER_ERROR       "{\"message\":\"server error\"}\n"
+#define REPLY_UNAUTHORIZED       "{\"message\":\"unauthorized\"}\n"
 
 enum route {
 	ROUTE_PUBLISH,
@@ -67,18 +69,66 @@ struct connection {
 	bool body_too_large;
 	size_t route_index;
 	struct timespec started;
+	bool has_early_reply;     /* answer with early, whatever the body */
+	bool replied;             /* a reply is queued; drop the rest */
+	struct http_reply early;
 };
 
 struct http_api {
 	struct MHD_Daemon *daemon;
 	struct api_context *api;
+	struct auth_guard *auth;
 	unsigned port;
 	unsigned threads;
 	unsigned max_connections;
 	atomic_uint connections;
 	atomic_uint requests_in_flight;
 	atomic_bool quiescing;
+	char *tls_cert;   /* PEM text, kept while the daemon runs */
+	char *tls_key;
 };
+
+/* Largest certificate or key file read. */
+#define TLS_FILE_MAX (1024 * 1024)
+
+/* Reads a whole PEM file into a NUL-terminated malloc'ed string.  Returns
+ * NULL with a reason in error. */
+static char *tls_file_read(const char *option, const char *path, char *error, size_t error_size)
+{
+	FILE *file = fopen(path, "re");
+	char *text;
+	size_t length;
+
+	if (file == NULL) {
+		snprintf(error, error_size, "%s: cannot open %s: %s", option, path, strerror(errno));
+		return NULL;
+	}
+	text = malloc(TLS_FILE_MAX + 1);
+	if (text == NULL) {
+		fclose(file);
+		snprintf(error, error_size, "%s: out of memory", option);
+		return NULL;
+	}
+	length = fread(text, 1, TLS_FILE_MAX + 1, file);
+	if (ferror(file) || length == 0 || length > TLS_FILE_MAX) {
+		snprintf(error, error_size, "%s: cannot read %s (empty, unreadable or over 1 MiB)", option, path);
+		fclose(file);
+		free(text);
+		return NULL;
+	}
+	fclose(file);
+	text[length] = '\0';
+	return text;
+}
+
+static void http_api_free(struct http_api *http)
+{
+	if (http->tls_key != NULL)
+		explicit_bzero(http->tls_key, strlen(http->tls_key));
+	free(http->tls_key);
+	free(http->tls_cert);
+	free(http);
+}
 
 static double seconds_since(const struct timespec *start)
 {
@@ -120,46 +170,89 @@ static bool body_append(struct http_api *http, struct connection *state, const c
 	return true;
 }
 
-static enum MHD_Result reply_static(struct http_api *http, struct MHD_Connection *connection,
-                                    unsigned status, const char *body)
+/* Decides a reply that needs no body (errors, /ready).  It is sent on the
+ * request's last call, after any body was read and dropped: a reply queued
+ * before that would make libmicrohttpd close a keep-alive connection. */
+static enum MHD_Result reply_early(struct http_api *http, struct connection *state, unsigned status,
+                                   const char *body)
 {
-	struct http_reply reply = {
+	state->early = (struct http_reply) {
 		.status = status,
 		.content_type = JSON_CONTENT_TYPE,
 		.body = (char *)body,
 		.length = strlen(body),
-		.close_connection = atomic_load_explicit(&http->quiescing, memory_order_relaxed),
 	};
-	return http_server_reply(connection, &reply);
+	state->has_early_reply = true;
+	return MHD_YES;
 }
 
-/* The first call for a request: route it.  Requests that need no body are
- * answered at once. */
+static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connection *connection,
+                                      struct connection *state);
+
+/* A declared Content-Length above the limit is refused before the body is
+ * read.  A client waiting for "100 Continue" gets the 413 at once and never
+ * sends the body; others have it read and dropped. */
+static enum MHD_Result request_check_length(struct http_api *http, struct MHD_Connection *connection,
+                                            struct connection *state)
+{
+	const char *declared = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+	                                                   MHD_HTTP_HEADER_CONTENT_LENGTH);
+	char *end;
+	unsigned long long length;
+
+	if (declared == NULL)
+		return MHD_YES;
+	errno = 0;
+	length = strtoull(declared, &end, 10);
+	if (errno == 0 && *end == '\0' && length <= body_limit(http))
+		return MHD_YES;
+	state->body_too_large = true;
+	if (MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT) == NULL)
+		return MHD_YES;
+	state->replied = true;
+	return request_finish(http, connection, state);
+}
+
+/* The first call for a request: route it and check its token. */
 static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connection *connection,
                                      struct connection *state, const char *url, const char *method)
 {
 	state->body_length = 0;
 	state->body_too_large = false;
+	state->has_early_reply = false;
+	state->replied = false;
 	state->route_index = API_ROUTE_COUNT;
 	clock_gettime(CLOCK_MONOTONIC, &state->started);
+
+	if (strcmp(url, "/ready") == 0) {
+		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+			return reply_early(http, state, MHD_HTTP_METHOD_NOT_ALLOWED, REPLY_METHOD_NOT_ALLOWED);
+		if (atomic_load_explicit(&http->quiescing, memory_order_relaxed))
+			return reply_early(http, state, MHD_HTTP_SERVICE_UNAVAILABLE, REPLY_SHUTTING_DOWN);
+		reply_early(http, state, MHD_HTTP_NO_CONTENT, "");
+		state->early.content_type = NULL;
+		return MHD_YES;
+	}
+
+	/* Everything but the health check needs a token when auth is on. */
+	if (!auth_guard_allow(http->auth, MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+	                                                              MHD_HTTP_HEADER_AUTHORIZATION))) {
+		metrics_count(METRICS_UNAUTHORIZED);
+		reply_early(http, state, MHD_HTTP_UNAUTHORIZED, REPLY_UNAUTHORIZED);
+		state->early.header_name = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
+		state->early.header_value = "Bearer realm=\"gophermq\"";
+		return MHD_YES;
+	}
 
 	for (size_t i = 0; i < API_ROUTE_COUNT; i++) {
 		if (strcmp(url, api_routes[i].path) == 0) {
 			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-				return reply_static(http, connection, MHD_HTTP_METHOD_NOT_ALLOWED, REPLY_METHOD_NOT_ALLOWED);
+				return reply_early(http, state, MHD_HTTP_METHOD_NOT_ALLOWED, REPLY_METHOD_NOT_ALLOWED);
 			state->route_index = i;
-			return MHD_YES;
+			return request_check_length(http, connection, state);
 		}
 	}
-	if (strcmp(url, "/ready") == 0) {
-		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-			return reply_static(http, connection, MHD_HTTP_METHOD_NOT_ALLOWED, REPLY_METHOD_NOT_ALLOWED);
-		if (atomic_load_explicit(&http->quiescing, memory_order_relaxed))
-			return reply_static(http, connection, MHD_HTTP_SERVICE_UNAVAILABLE, REPLY_SHUTTING_DOWN);
-		struct http_reply ready = { .status = MHD_HTTP_NO_CONTENT, .body = (char *)"" };
-		return http_server_reply(connection, &ready);
-	}
-	return reply_static(http, connection, MHD_HTTP_NOT_FOUND, REPLY_NOT_FOUND);
+	return reply_early(http, state, MHD_HTTP_NOT_FOUND, REPLY_NOT_FOUND);
 }
 
 /* The last call for a request: the whole body is in state. */
@@ -168,7 +261,12 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 {
 	struct api_reply reply;
 	struct http_reply http_reply;
+	bool quiescing = atomic_load_explicit(&http->quiescing, memory_order_relaxed);
 
+	if (state->has_early_reply && !state->body_too_large) {
+		state->early.close_connection = quiescing;
+		return http_server_reply(connection, &state->early);
+	}
 	if (state->body_too_large) {
 		api_reply_error(&reply, MHD_HTTP_CONTENT_TOO_LARGE, REPLY_TOO_LARGE);
 	} else {
@@ -176,8 +274,9 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 		           state->body, state->body_length, &reply);
 	}
 
-	metrics_observe_request(api_routes[state->route_index].method, reply.status,
-	                        seconds_since(&state->started));
+	if (state->route_index < API_ROUTE_COUNT)
+		metrics_observe_request(api_routes[state->route_index].method, reply.status,
+		                        seconds_since(&state->started));
 
 	http_reply = (struct http_reply) {
 		.status = reply.status,
@@ -186,9 +285,9 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 		.length = reply.body_length,
 		.owned = !reply.body_static,
 		/* After an oversized body the rest of it is not worth reading. */
-		.close_connection = state->body_too_large
-		                    || atomic_load_explicit(&http->quiescing, memory_order_relaxed),
-		.retry_after = reply.status == MHD_HTTP_TOO_MANY_REQUESTS ? "1" : NULL,
+		.close_connection = state->body_too_large || quiescing,
+		.header_name = reply.status == MHD_HTTP_TOO_MANY_REQUESTS ? MHD_HTTP_HEADER_RETRY_AFTER : NULL,
+		.header_value = "1",
 	};
 	return http_server_reply(connection, &http_reply);
 }
@@ -212,13 +311,28 @@ static enum MHD_Result http_api_handle(void *context, struct MHD_Connection *con
 		return request_begin(http, connection, state, url, method);
 	}
 	if (*upload_data_size != 0) {
-		if (!body_append(http, state, upload_data, *upload_data_size))
-			return reply_static(http, connection, MHD_HTTP_INTERNAL_SERVER_ERROR, REPLY_SERVER_ERROR);
+		size_t size = *upload_data_size;
+
 		*upload_data_size = 0;
+		if (state->replied)
+			return MHD_YES;
+		if (state->has_early_reply) {
+			/* Read and dropped, within the usual body limit. */
+			if (size > body_limit(http) - state->body_length)
+				state->body_too_large = true;
+			else
+				state->body_length += size;
+		} else if (!body_append(http, state, upload_data, size)) {
+			return MHD_NO;
+		}
+		/* An oversized body is read to its end and dropped, then
+		 * answered: closing while the client still sends would reset
+		 * the connection and lose the 413. */
 		return MHD_YES;
 	}
-	if (state->route_index >= API_ROUTE_COUNT)
-		return MHD_YES; /* answered in request_begin */
+	if (state->replied)
+		return MHD_YES;
+	state->replied = true;
 	return request_finish(http, connection, state);
 }
 
@@ -301,11 +415,32 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 		return NULL;
 	}
 	http->api = api;
+	http->auth = options->auth;
+	if (options->tls_cert_file != NULL && options->tls_cert_file[0] != '\0') {
+		http->tls_cert = tls_file_read("tls_cert_file", options->tls_cert_file, error, error_size);
+		http->tls_key = http->tls_cert != NULL
+		                ? tls_file_read("tls_key_file", options->tls_key_file, error, error_size) : NULL;
+		if (http->tls_key == NULL) {
+			http_api_free(http);
+			return NULL;
+		}
+		flags |= MHD_USE_TLS;
+	}
 	http->threads = options->threads ? options->threads : cpu_count();
 	http->max_connections = options->max_connections;
 	atomic_init(&http->connections, 0);
 	atomic_init(&http->requests_in_flight, 0);
 	atomic_init(&http->quiescing, false);
+
+	struct MHD_OptionItem tls_options[] = {
+		{ MHD_OPTION_HTTPS_MEM_CERT, 0, http->tls_cert },
+		{ MHD_OPTION_HTTPS_MEM_KEY, 0, http->tls_key },
+		{ MHD_OPTION_END, 0, NULL },
+	};
+	/* An empty array unless TLS is on: libmicrohttpd warns about TLS
+	 * options given to a plain daemon. */
+	if (http->tls_cert == NULL)
+		tls_options[0].option = MHD_OPTION_END;
 
 	http->daemon = MHD_start_daemon(flags, (uint16_t)options->port,
 		http_api_accept, http,
@@ -320,11 +455,12 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 		MHD_OPTION_NOTIFY_COMPLETED, http_api_request_completed, http,
 		MHD_OPTION_NOTIFY_CONNECTION, http_api_connection_event, http,
 		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+		MHD_OPTION_ARRAY, tls_options,
 		MHD_OPTION_END);
 	if (http->daemon == NULL) {
-		snprintf(error, error_size, "cannot listen on %s port %u (address in use, or not permitted?)",
-		         options->listen, options->port);
-		free(http);
+		snprintf(error, error_size, "cannot listen on %s port %u (address in use, not permitted%s?)",
+		         options->listen, options->port, http->tls_cert ? ", or a bad TLS certificate or key" : "");
+		http_api_free(http);
 		return NULL;
 	}
 	http->port = http_server_bound_port(http->daemon);
@@ -368,5 +504,5 @@ void http_api_stop(struct http_api *http)
 	if (http == NULL)
 		return;
 	MHD_stop_daemon(http->daemon);
-	free(http);
+	http_api_free(http);
 }

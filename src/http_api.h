@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "api.h"
+#include "auth.h"
 
 struct http_api_options {
 	const char *listen;          /* IPv4 or IPv6 literal */
@@ -14,6 +15,9 @@ struct http_api_options {
 	unsigned threads;            /* HTTP worker threads; 0 = one per CPU */
 	unsigned max_connections;
 	unsigned connection_timeout; /* seconds; 0 = never */
+	struct auth_guard *auth;     /* tokens for every path but /ready; may be NULL */
+	const char *tls_cert_file;   /* PEM; "" or NULL = plain HTTP */
+	const char *tls_key_file;    /* PEM */
 };
 
 struct http_api;

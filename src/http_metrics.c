@@ -14,6 +14,7 @@
 
 struct http_metrics {
 	struct MHD_Daemon *daemon;
+	struct auth_guard *auth;
 	http_metrics_collect collect;
 	void *context;
 	unsigned port;
@@ -42,6 +43,19 @@ static enum MHD_Result http_metrics_handle(void *context, struct MHD_Connection 
 	size_t length;
 
 	/* Answer on the first call: /metrics takes no body. */
+	if (!auth_guard_allow(metrics->auth, MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+	                                                                 MHD_HTTP_HEADER_AUTHORIZATION))) {
+		reply = (struct http_reply) {
+			.status = MHD_HTTP_UNAUTHORIZED,
+			.content_type = JSON_CONTENT_TYPE,
+			.body = (char *)"{\"message\":\"unauthorized\"}\n",
+			.length = sizeof("{\"message\":\"unauthorized\"}\n") - 1,
+			.header_name = MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+			.header_value = "Bearer realm=\"gophermq\"",
+		};
+		metrics_count(METRICS_UNAUTHORIZED);
+		return http_server_reply(connection, &reply);
+	}
 	if (strcmp(url, "/metrics") != 0)
 		return reply_json(connection, MHD_HTTP_NOT_FOUND, "{\"message\":\"Not Found\"}\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
@@ -62,7 +76,7 @@ static enum MHD_Result http_metrics_handle(void *context, struct MHD_Connection 
 	return http_server_reply(connection, &reply);
 }
 
-struct http_metrics *http_metrics_start(const char *listen, unsigned port,
+struct http_metrics *http_metrics_start(const char *listen, unsigned port, struct auth_guard *auth,
                                         http_metrics_collect collect, void *context,
                                         char *error, size_t error_size)
 {
@@ -82,6 +96,7 @@ struct http_metrics *http_metrics_start(const char *listen, unsigned port,
 		snprintf(error, error_size, "out of memory");
 		return NULL;
 	}
+	metrics->auth = auth;
 	metrics->collect = collect;
 	metrics->context = context;
 	metrics->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL,

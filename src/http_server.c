@@ -68,8 +68,8 @@ enum MHD_Result http_server_reply(struct MHD_Connection *connection, const struc
 		MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, reply->content_type);
 	if (reply->close_connection)
 		MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
-	if (reply->retry_after != NULL)
-		MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, reply->retry_after);
+	if (reply->header_name != NULL)
+		MHD_add_response_header(response, reply->header_name, reply->header_value);
 	result = MHD_queue_response(connection, reply->status, response);
 	MHD_destroy_response(response);
 	return result;

@@ -31,7 +31,8 @@ struct http_reply {
 	size_t length;
 	bool owned;                /* body was malloc'ed; the response frees it */
 	bool close_connection;     /* add "Connection: close" */
-	const char *retry_after;   /* NULL, or a Retry-After value */
+	const char *header_name;   /* NULL, or one more header ... */
+	const char *header_value;  /* ... with this value */
 };
 
 /* Queues reply on connection.  An owned body is freed in every case.

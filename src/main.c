@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "auth.h"
 #include "broker.h"
 #include "config.h"
 #include "http_api.h"
@@ -56,8 +57,48 @@ struct daemon {
 	struct api_context api;
 	struct http_api *http;
 	struct http_metrics *metrics;
+	struct auth_guard *api_auth;
+	struct auth_guard *metrics_auth;
 	double start_time;
 };
+
+/* Token sets named by a configuration, loaded before it is applied. */
+struct daemon_tokens {
+	struct auth_tokens *api;      /* NULL: authentication off */
+	struct auth_tokens *metrics;
+};
+
+/* Loads the token file at path ("" = none, *tokens NULL).  Returns 0, or
+ * -1 with the reason in error. */
+static int tokens_load(const char *option, const char *path, struct auth_tokens **tokens,
+                       char *error, size_t error_size)
+{
+	char reason[400];
+
+	*tokens = NULL;
+	if (path[0] == '\0')
+		return 0;
+	*tokens = auth_tokens_load(path, reason, sizeof(reason));
+	if (*tokens == NULL) {
+		snprintf(error, error_size, "%s: %s", option, reason);
+		return -1;
+	}
+	return 0;
+}
+
+static int daemon_tokens_load(const struct config *config, struct daemon_tokens *tokens,
+                              char *error, size_t error_size)
+{
+	if (tokens_load("auth_token_file", config->auth_token_file, &tokens->api, error, error_size) != 0)
+		return -1;
+	if (tokens_load("metrics_auth_token_file", config->metrics_auth_token_file, &tokens->metrics,
+	                error, error_size) != 0) {
+		auth_tokens_free(tokens->api);
+		tokens->api = NULL;
+		return -1;
+	}
+	return 0;
+}
 
 static void usage(FILE *stream)
 {
@@ -193,6 +234,7 @@ static void report_restart_option(const char *option, void *context)
 static void daemon_reload(struct daemon *daemon)
 {
 	struct config fresh;
+	struct daemon_tokens tokens;
 	char error[512];
 
 	notify_reloading();
@@ -203,15 +245,26 @@ static void daemon_reload(struct daemon *daemon)
 		notify_ready();
 		return;
 	}
+	if (daemon_tokens_load(&fresh, &tokens, error, sizeof(error)) != 0) {
+		log_error("reload failed, keeping the running configuration: %s", error);
+		config_clear(&fresh);
+		metrics_count(METRICS_RELOAD_FAILURES);
+		notify_ready();
+		return;
+	}
 	config_restart_changes(&daemon->config, &fresh, report_restart_option, (void *)daemon->config_path);
 	if (config_keep_restart_options(&fresh, &daemon->config) != 0) {
 		log_error("reload failed, keeping the running configuration: out of memory");
+		auth_tokens_free(tokens.api);
+		auth_tokens_free(tokens.metrics);
 		config_clear(&fresh);
 		metrics_count(METRICS_RELOAD_FAILURES);
 		notify_ready();
 		return;
 	}
 	daemon_apply_live_options(daemon, &fresh);
+	auth_guard_replace(daemon->api_auth, tokens.api);
+	auth_guard_replace(daemon->metrics_auth, tokens.metrics);
 	config_clear(&daemon->config);
 	daemon->config = fresh;
 	metrics_count(METRICS_RELOADS);
@@ -243,7 +296,23 @@ static int daemon_start(struct daemon *daemon)
 {
 	struct broker_limits limits;
 	struct http_api_options http_options;
-	char error[256], endpoint[128];
+	struct daemon_tokens tokens;
+	char error[512], endpoint[128];
+
+	if (daemon_tokens_load(&daemon->config, &tokens, error, sizeof(error)) != 0) {
+		log_error("%s", error);
+		return -1;
+	}
+	daemon->api_auth = auth_guard_new(tokens.api);
+	daemon->metrics_auth = auth_guard_new(tokens.metrics);
+	if (daemon->api_auth == NULL || daemon->metrics_auth == NULL) {
+		if (daemon->api_auth == NULL)
+			auth_tokens_free(tokens.api);
+		if (daemon->metrics_auth == NULL)
+			auth_tokens_free(tokens.metrics);
+		log_error("cannot set up authentication: out of memory");
+		return -1;
+	}
 
 	broker_limits_from_config(&daemon->config, &limits);
 	daemon->broker = broker_new(&limits);
@@ -265,6 +334,9 @@ static int daemon_start(struct daemon *daemon)
 		.threads = daemon->config.http_threads,
 		.max_connections = daemon->config.max_connections,
 		.connection_timeout = daemon->config.connection_timeout,
+		.auth = daemon->api_auth,
+		.tls_cert_file = daemon->config.tls_cert_file,
+		.tls_key_file = daemon->config.tls_key_file,
 	};
 	daemon->http = http_api_start(&http_options, &daemon->api, error, sizeof(error));
 	if (daemon->http == NULL) {
@@ -272,10 +344,11 @@ static int daemon_start(struct daemon *daemon)
 		return -1;
 	}
 	format_endpoint(endpoint, sizeof(endpoint), daemon->config.listen, http_api_port(daemon->http));
-	log_notice("api listening on %s", endpoint);
+	log_notice("api listening on %s%s", endpoint, daemon->config.tls_cert_file[0] ? " (TLS)" : "");
 
 	daemon->metrics = http_metrics_start(daemon->config.metrics_listen, daemon->config.metrics_port,
-	                                     collect_metrics, daemon, error, sizeof(error));
+	                                     daemon->metrics_auth, collect_metrics, daemon,
+	                                     error, sizeof(error));
 	if (daemon->metrics == NULL) {
 		log_error("%s", error);
 		return -1;
@@ -312,6 +385,10 @@ static void daemon_stop(struct daemon *daemon)
 		broker_free(daemon->broker);
 		daemon->broker = NULL;
 	}
+	auth_guard_free(daemon->api_auth);
+	auth_guard_free(daemon->metrics_auth);
+	daemon->api_auth = NULL;
+	daemon->metrics_auth = NULL;
 }
 
 /* Runs until SIGTERM or SIGINT.  Returns 0, or -1 when signals cannot be

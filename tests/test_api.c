@@ -175,6 +175,11 @@ START_TEST(test_bodies_that_are_not_a_json_object_with_string_fields_are_invalid
 		"{\"subject\":\"a\",\"id\":null}", "{\"subject\":\"a\",\"id\":1.5}",
 		"{\"subject\":\"a\"} trailing", "{\"subject\":\"a\"}{}",
 		"{\"subject\":\"\xff\xfe\"}", "{\"subject\":\"a\",\"data\":\"\xc3\x28\"}",
+		/* overlong '/', a UTF-16 surrogate, above U+10FFFF */
+		"{\"subject\":\"a.\xc0\xaf\"}", "{\"subject\":\"a\",\"data\":\"\xed\xa0\x80\"}",
+		"{\"subject\":\"a\",\"data\":\"\xf4\x90\x80\x80\"}",
+		/* raw control characters inside strings */
+		"{\"subject\":\"a\nb\"}", "{\"subject\":\"a\",\"data\":\"tab\there\"}",
 	};
 
 	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
@@ -366,6 +371,10 @@ START_TEST(test_async_publish_with_full_queue_is_503)
 	blocker.release = true;
 	pthread_cond_broadcast(&blocker.changed);
 	pthread_mutex_unlock(&blocker.lock);
+	/* The blocker lives on this stack: wait until its worker is done. */
+	pool_free(pool);
+	pool = NULL;
+	context.pool = NULL;
 }
 END_TEST
 
