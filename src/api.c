@@ -25,15 +25,22 @@
 
 /* Every static reply body, exactly as the contract spells them; Echo, the
  * original's framework, ends JSON bodies with a newline and so do we. */
-#define REPLY_OK                "{\"status\":\"ok\"}\n"
-#define REPLY_BODY_INVALID      "{\"message\":\"request's body is invalid\"}\n"
-#define REPLY_INVALID_SUBJECT   "{\"message\":\"invalid subject\"}\n"
-#define REPLY_NO_SUBSCRIBER     "{\"message\":\"subscriber not found\"}\n"
-#define REPLY_OVERFLOW          "{\"message\":\"broker overflow\"}\n"
-#define REPLY_BAD_ID            "{\"message\":\"bad id\"}\n"
-#define REPLY_TOO_LARGE         "{\"message\":\"message too large\"}\n"
-#define REPLY_QUEUE_FULL        "{\"message\":\"async queue full\"}\n"
-#define REPLY_SERVER_ERROR      "{\"message\":\"server error\"}\n"
+#define TEXT(string) { string, sizeof(string) - 1 }
+static const struct {
+	const char *text;
+	size_t length;
+} reply_texts[API_TEXT_COUNT] = {
+	[API_TEXT_OK] = TEXT("{\"status\":\"ok\"}\n"),
+	[API_TEXT_BODY_INVALID] = TEXT("{\"message\":\"request's body is invalid\"}\n"),
+	[API_TEXT_INVALID_SUBJECT] = TEXT("{\"message\":\"invalid subject\"}\n"),
+	[API_TEXT_NO_SUBSCRIBER] = TEXT("{\"message\":\"subscriber not found\"}\n"),
+	[API_TEXT_OVERFLOW] = TEXT("{\"message\":\"broker overflow\"}\n"),
+	[API_TEXT_BAD_ID] = TEXT("{\"message\":\"bad id\"}\n"),
+	[API_TEXT_TOO_LARGE] = TEXT("{\"message\":\"message too large\"}\n"),
+	[API_TEXT_QUEUE_FULL] = TEXT("{\"message\":\"async queue full\"}\n"),
+	[API_TEXT_SERVER_ERROR] = TEXT("{\"message\":\"server error\"}\n"),
+};
+#undef TEXT
 
 /* The fields of a request; pointers into the parsed JSON object. */
 struct api_request {
@@ -54,24 +61,23 @@ struct async_publish {
 	char subject[];
 };
 
-static void reply_static(struct api_reply *reply, unsigned status, const char *body, size_t length)
+const char *api_reply_text(enum api_reply_text text, size_t *length)
 {
-	reply->status = status;
-	reply->body = (char *)body;
-	reply->body_length = length;
-	reply->body_static = 1;
+	*length = reply_texts[text].length;
+	return reply_texts[text].text;
 }
 
-#define REPLY(reply, status, text) reply_static((reply), (status), (text), sizeof(text) - 1)
-
-void api_reply_error(struct api_reply *reply, unsigned status, const char *message_json)
+void api_reply_static(struct api_reply *reply, unsigned status, enum api_reply_text text)
 {
-	reply_static(reply, status, message_json, strlen(message_json));
+	reply->status = status;
+	reply->body = (char *)reply_texts[text].text;
+	reply->body_length = reply_texts[text].length;
+	reply->text = text;
 }
 
 void api_reply_free(struct api_reply *reply)
 {
-	if (!reply->body_static)
+	if (reply->text == API_TEXT_NONE)
 		free(reply->body);
 	reply->body = NULL;
 	reply->body_length = 0;
@@ -196,23 +202,23 @@ static void reply_broker_status(struct api_reply *reply, enum broker_status stat
 {
 	switch (status) {
 	case BROKER_OK:
-		REPLY(reply, 200, REPLY_OK);
+		api_reply_static(reply, 200, API_TEXT_OK);
 		break;
 	case BROKER_INVALID_SUBJECT:
-		REPLY(reply, 400, REPLY_INVALID_SUBJECT);
+		api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
 		break;
 	case BROKER_NO_SUBSCRIBER:
-		REPLY(reply, 404, REPLY_NO_SUBSCRIBER);
+		api_reply_static(reply, 404, API_TEXT_NO_SUBSCRIBER);
 		break;
 	case BROKER_OVERFLOW:
-		REPLY(reply, 429, REPLY_OVERFLOW);
+		api_reply_static(reply, 429, API_TEXT_OVERFLOW);
 		break;
 	case BROKER_BAD_ID:
-		REPLY(reply, 404, REPLY_BAD_ID);
+		api_reply_static(reply, 404, API_TEXT_BAD_ID);
 		break;
 	case BROKER_NO_MEMORY:
 	default:
-		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		break;
 	}
 }
@@ -225,7 +231,7 @@ static void reply_json(struct api_reply *reply, unsigned status, struct json_obj
 	char *body = text != NULL ? malloc(length + 2) : NULL;
 
 	if (body == NULL) {
-		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
 	memcpy(body, text, length);
@@ -234,7 +240,7 @@ static void reply_json(struct api_reply *reply, unsigned status, struct json_obj
 	reply->status = status;
 	reply->body = body;
 	reply->body_length = length + 1;
-	reply->body_static = 0;
+	reply->text = API_TEXT_NONE;
 }
 
 /* The broker validates subjects itself; an async publish is checked here
@@ -271,7 +277,7 @@ static void handle_subscribe(struct api_context *context, const struct api_reque
 		/* The subscriber exists but its id cannot be told: let it
 		 * expire rather than guess. */
 		json_object_put(object);
-		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
 	reply_json(reply, 200, object);
@@ -284,12 +290,12 @@ static void handle_publish(struct api_context *context, const struct api_request
 	struct broker_message *message;
 
 	if (data_too_large(context, request)) {
-		REPLY(reply, 413, REPLY_TOO_LARGE);
+		api_reply_static(reply, 413, API_TEXT_TOO_LARGE);
 		return;
 	}
 	message = broker_message_new(request->data, request->data_length);
 	if (message == NULL) {
-		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
 	reply_broker_status(reply, broker_publish(context->broker, request->subject,
@@ -318,27 +324,27 @@ static void handle_publish_async(struct api_context *context, const struct api_r
 	struct async_publish *work;
 
 	if (!subject_valid(context, request)) {
-		REPLY(reply, 400, REPLY_INVALID_SUBJECT);
+		api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
 		return;
 	}
 	if (data_too_large(context, request)) {
-		REPLY(reply, 413, REPLY_TOO_LARGE);
+		api_reply_static(reply, 413, API_TEXT_TOO_LARGE);
 		return;
 	}
 	if (context->pool == NULL) {
 		metrics_count(METRICS_ASYNC_REJECTED);
-		REPLY(reply, 503, REPLY_QUEUE_FULL);
+		api_reply_static(reply, 503, API_TEXT_QUEUE_FULL);
 		return;
 	}
 	work = malloc(sizeof(*work) + request->subject_length + 1);
 	if (work == NULL) {
-		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
 	work->message = broker_message_new(request->data, request->data_length);
 	if (work->message == NULL) {
 		free(work);
-		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
 	work->job.next = NULL;
@@ -351,10 +357,10 @@ static void handle_publish_async(struct api_context *context, const struct api_r
 		broker_message_release(work->message);
 		free(work);
 		metrics_count(METRICS_ASYNC_REJECTED);
-		REPLY(reply, 503, REPLY_QUEUE_FULL);
+		api_reply_static(reply, 503, API_TEXT_QUEUE_FULL);
 		return;
 	}
-	REPLY(reply, 200, REPLY_OK);
+	api_reply_static(reply, 200, API_TEXT_OK);
 }
 
 static void handle_fetch(struct api_context *context, const struct api_request *request,
@@ -398,7 +404,7 @@ static void handle_fetch(struct api_context *context, const struct api_request *
 		/* The messages were taken from the queue and cannot be put back
 		 * in order; this only happens when memory is exhausted. */
 		log_error("fetch: out of memory building the reply; %zu message(s) lost", batch.count);
-		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 	}
 	json_object_put(data);
 	json_object_put(object);
@@ -417,7 +423,7 @@ void api_handle(struct api_context *context, enum api_endpoint endpoint,
 	    || !request_string(object, "data", &request.data, &request.data_length)
 	    || !request_string(object, "id", &request.id, &request.id_length)) {
 		json_object_put(object);
-		REPLY(reply, 400, REPLY_BODY_INVALID);
+		api_reply_static(reply, 400, API_TEXT_BODY_INVALID);
 		return;
 	}
 
@@ -435,7 +441,7 @@ void api_handle(struct api_context *context, enum api_endpoint endpoint,
 		handle_fetch(context, &request, reply);
 		break;
 	default:
-		REPLY(reply, 500, REPLY_SERVER_ERROR);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		break;
 	}
 	json_object_put(object);

@@ -32,22 +32,40 @@ struct api_context {
 	_Atomic uint64_t max_subject_length;   /* same value as the broker's limit */
 };
 
-/* A reply.  body points either to static text (body_static) or to a
- * malloc'ed buffer the caller must free(). */
+/* The fixed reply bodies, so that the transport can prepare each once. */
+enum api_reply_text {
+	API_TEXT_NONE = -1,          /* a body built for this request */
+	API_TEXT_OK = 0,
+	API_TEXT_BODY_INVALID,
+	API_TEXT_INVALID_SUBJECT,
+	API_TEXT_NO_SUBSCRIBER,
+	API_TEXT_OVERFLOW,
+	API_TEXT_BAD_ID,
+	API_TEXT_TOO_LARGE,
+	API_TEXT_QUEUE_FULL,
+	API_TEXT_SERVER_ERROR,
+	API_TEXT_COUNT,
+};
+
+/* A reply.  With text API_TEXT_NONE, body is malloc'ed and the caller must
+ * free it (api_reply_free); otherwise it is static text. */
 struct api_reply {
 	unsigned status;
 	char *body;
 	size_t body_length;
-	int body_static;
+	enum api_reply_text text;
 };
+
+/* The body of a fixed reply and its length. */
+const char *api_reply_text(enum api_reply_text text, size_t *length);
 
 /* Handles one request body (body_length bytes, need not be NUL-terminated).
  * Always fills reply; never fails (out of memory gives a 500 reply). */
 void api_handle(struct api_context *context, enum api_endpoint endpoint,
                 const char *body, size_t body_length, struct api_reply *reply);
 
-/* Fills reply with a static {"message":...} error body. */
-void api_reply_error(struct api_reply *reply, unsigned status, const char *message_json);
+/* Fills reply with a fixed body. */
+void api_reply_static(struct api_reply *reply, unsigned status, enum api_reply_text text);
 
 void api_reply_free(struct api_reply *reply);
 

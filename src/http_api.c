@@ -34,7 +34,6 @@
 
 #define REPLY_NOT_FOUND          "{\"message\":\"Not Found\"}\n"
 #define REPLY_METHOD_NOT_ALLOWED "{\"message\":\"Method Not Allowed\"}\n"
-#define REPLY_TOO_LARGE          "{\"message\":\"message too large\"}\n"
 #define REPLY_SHUTTING_DOWN      "{\"message\":\"shutting down\"}\n"
 #define REPLY_SERVER_ERROR       "{\"message\":\"server error\"}\n"
 #define REPLY_UNAUTHORIZED       "{\"message\":\"unauthorized\"}\n"
@@ -84,6 +83,8 @@ struct http_api {
 	atomic_uint connections;
 	atomic_uint requests_in_flight;
 	atomic_bool quiescing;
+	/* Fixed replies prepared once and queued by reference. */
+	struct MHD_Response *prepared[API_TEXT_COUNT];
 	char *tls_cert;   /* PEM text, kept while the daemon runs */
 	char *tls_key;
 };
@@ -123,6 +124,9 @@ static char *tls_file_read(const char *option, const char *path, char *error, si
 
 static void http_api_free(struct http_api *http)
 {
+	for (size_t i = 0; i < API_TEXT_COUNT; i++)
+		if (http->prepared[i] != NULL)
+			MHD_destroy_response(http->prepared[i]);
 	if (http->tls_key != NULL)
 		explicit_bzero(http->tls_key, strlen(http->tls_key));
 	free(http->tls_key);
@@ -268,7 +272,7 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 		return http_server_reply(connection, &state->early);
 	}
 	if (state->body_too_large) {
-		api_reply_error(&reply, MHD_HTTP_CONTENT_TOO_LARGE, REPLY_TOO_LARGE);
+		api_reply_static(&reply, MHD_HTTP_CONTENT_TOO_LARGE, API_TEXT_TOO_LARGE);
 	} else {
 		api_handle(http->api, api_routes[state->route_index].endpoint,
 		           state->body, state->body_length, &reply);
@@ -278,13 +282,16 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 		metrics_observe_request(api_routes[state->route_index].method, reply.status,
 		                        seconds_since(&state->started));
 
+	/* After an oversized body the rest of it is not worth reading. */
+	if (reply.text != API_TEXT_NONE && !state->body_too_large && !quiescing)
+		return MHD_queue_response(connection, reply.status, http->prepared[reply.text]);
+
 	http_reply = (struct http_reply) {
 		.status = reply.status,
 		.content_type = JSON_CONTENT_TYPE,
 		.body = reply.body,
 		.length = reply.body_length,
-		.owned = !reply.body_static,
-		/* After an oversized body the rest of it is not worth reading. */
+		.owned = reply.text == API_TEXT_NONE,
 		.close_connection = state->body_too_large || quiescing,
 		.header_name = reply.status == MHD_HTTP_TOO_MANY_REQUESTS ? MHD_HTTP_HEADER_RETRY_AFTER : NULL,
 		.header_value = "1",
@@ -416,6 +423,20 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 	}
 	http->api = api;
 	http->auth = options->auth;
+	for (size_t i = 0; i < API_TEXT_COUNT; i++) {
+		size_t length;
+		const char *text = api_reply_text((enum api_reply_text)i, &length);
+
+		http->prepared[i] = MHD_create_response_from_buffer(length, (void *)text, MHD_RESPMEM_PERSISTENT);
+		if (http->prepared[i] == NULL
+		    || MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_CONTENT_TYPE, JSON_CONTENT_TYPE) != MHD_YES
+		    || (i == API_TEXT_OVERFLOW
+		        && MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)) {
+			snprintf(error, error_size, "out of memory");
+			http_api_free(http);
+			return NULL;
+		}
+	}
 	if (options->tls_cert_file != NULL && options->tls_cert_file[0] != '\0') {
 		http->tls_cert = tls_file_read("tls_cert_file", options->tls_cert_file, error, error_size);
 		http->tls_key = http->tls_cert != NULL
