@@ -124,6 +124,12 @@ size_t broker_expire_idle(struct broker *broker, uint64_t now_seconds, uint64_t 
  * default) to stamp subscriber activity.  For tests. */
 void broker_set_clock(struct broker *broker, uint64_t (*clock_seconds)(void));
 
+/* Replaces the realloc() that grows subscriber queues and allocates
+ * fetched batches (NULL restores realloc), so tests can make an allocation
+ * fail in the middle of a publish or fetch.  For tests. */
+void broker_set_ring_realloc(struct broker *broker,
+                             void *(*ring_realloc)(void *pointer, size_t size));
+
 void broker_get_stats(struct broker *broker, struct broker_stats *stats);
 
 /* Human-readable name of a status, for logs. */
