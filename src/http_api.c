@@ -9,11 +9,13 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +64,13 @@ static const struct {
 
 /* Per-connection state, also used as the per-request context. */
 struct connection {
+	struct connection *previous;   /* in http_api.connections_list */
+	struct connection *next;
+	int fd;
+	bool cut_off;                  /* shut down by http_api_sweep */
+	/* CLOCK_MONOTONIC ms when the connection was accepted or last
+	 * finished a request: the current request's time starts there. */
+	_Atomic uint64_t idle_since_ms;
 	char *body;
 	size_t body_length;
 	size_t body_capacity;
@@ -83,6 +92,9 @@ struct http_api {
 	atomic_uint connections;
 	atomic_uint requests_in_flight;
 	atomic_bool quiescing;
+	unsigned connection_timeout;   /* seconds; 0 = never */
+	pthread_mutex_t connections_lock;
+	struct connection *connections_list;
 	/* Fixed replies prepared once and queued by reference. */
 	struct MHD_Response *prepared[API_TEXT_COUNT];
 	char *tls_cert;   /* PEM text, kept while the daemon runs */
@@ -124,6 +136,7 @@ static char *tls_file_read(const char *option, const char *path, char *error, si
 
 static void http_api_free(struct http_api *http)
 {
+	pthread_mutex_destroy(&http->connections_lock);
 	for (size_t i = 0; i < API_TEXT_COUNT; i++)
 		if (http->prepared[i] != NULL)
 			MHD_destroy_response(http->prepared[i]);
@@ -132,6 +145,14 @@ static void http_api_free(struct http_api *http)
 	free(http->tls_key);
 	free(http->tls_cert);
 	free(http);
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
 }
 
 static double seconds_since(const struct timespec *start)
@@ -353,6 +374,7 @@ static void http_api_request_completed(void *context, struct MHD_Connection *con
 		return;
 	*request_context = NULL;
 	atomic_fetch_sub_explicit(&http->requests_in_flight, 1, memory_order_relaxed);
+	atomic_store_explicit(&state->idle_since_ms, monotonic_ms(), memory_order_relaxed);
 	if (state->body_capacity > BODY_KEEP_LIMIT) {
 		free(state->body);
 		state->body = NULL;
@@ -368,11 +390,36 @@ static void http_api_connection_event(void *context, struct MHD_Connection *conn
 
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		/* calloc may fail; http_api_handle then refuses the request. */
-		*socket_context = calloc(1, sizeof(struct connection));
+		struct connection *state = calloc(1, sizeof(struct connection));
+		const union MHD_ConnectionInfo *info =
+			MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		*socket_context = state;
 		atomic_fetch_add_explicit(&http->connections, 1, memory_order_relaxed);
+		if (state == NULL)
+			return;
+		state->fd = info != NULL ? info->connect_fd : -1;
+		atomic_init(&state->idle_since_ms, monotonic_ms());
+		pthread_mutex_lock(&http->connections_lock);
+		state->next = http->connections_list;
+		if (state->next != NULL)
+			state->next->previous = state;
+		http->connections_list = state;
+		pthread_mutex_unlock(&http->connections_lock);
 	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
 		struct connection *state = *socket_context;
+
+		/* libmicrohttpd closes the socket only after this returns, so
+		 * while a state is listed its fd is this connection's. */
 		if (state != NULL) {
+			pthread_mutex_lock(&http->connections_lock);
+			if (state->previous != NULL)
+				state->previous->next = state->next;
+			else
+				http->connections_list = state->next;
+			if (state->next != NULL)
+				state->next->previous = state->previous;
+			pthread_mutex_unlock(&http->connections_lock);
 			free(state->body);
 			free(state);
 		}
@@ -449,6 +496,8 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 	}
 	http->threads = options->threads ? options->threads : cpu_count();
 	http->max_connections = options->max_connections;
+	http->connection_timeout = options->connection_timeout;
+	pthread_mutex_init(&http->connections_lock, NULL);
 	atomic_init(&http->connections, 0);
 	atomic_init(&http->requests_in_flight, 0);
 	atomic_init(&http->quiescing, false);
@@ -501,6 +550,28 @@ unsigned http_api_connections(const struct http_api *http)
 unsigned http_api_threads(const struct http_api *http)
 {
 	return http->threads;
+}
+
+unsigned http_api_sweep(struct http_api *http)
+{
+	uint64_t now = monotonic_ms(), limit = (uint64_t)http->connection_timeout * 1000u;
+	unsigned cut = 0;
+
+	if (limit == 0)
+		return 0;
+	pthread_mutex_lock(&http->connections_lock);
+	for (struct connection *state = http->connections_list; state != NULL; state = state->next) {
+		uint64_t since = atomic_load_explicit(&state->idle_since_ms, memory_order_relaxed);
+
+		if (state->cut_off || state->fd < 0 || now < since || now - since <= limit)
+			continue;
+		/* The owning thread sees the socket end and cleans up. */
+		shutdown(state->fd, SHUT_RDWR);
+		state->cut_off = true;
+		cut++;
+	}
+	pthread_mutex_unlock(&http->connections_lock);
+	return cut;
 }
 
 unsigned http_api_quiesce(struct http_api *http, unsigned timeout_ms)

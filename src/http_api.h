@@ -33,6 +33,13 @@ unsigned http_api_port(const struct http_api *http);
 unsigned http_api_connections(const struct http_api *http);
 unsigned http_api_threads(const struct http_api *http);
 
+/* Shuts down connections whose current request has taken longer than
+ * connection_timeout since the connection was accepted or finished its
+ * previous request: a client trickling bytes (slowloris) resets
+ * libmicrohttpd's idle timer but not this one.  Call about once a second
+ * from any thread.  Returns how many were cut off. */
+unsigned http_api_sweep(struct http_api *http);
+
 /* Stops accepting connections and makes /ready answer 503; requests in
  * flight are finished and their connections closed after the reply.  Waits
  * at most timeout_ms for in-flight requests to complete.  Returns how many

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -438,6 +439,9 @@ static int daemon_run(struct daemon *daemon, int signal_fd)
 			if (expired != 0)
 				log_info("expired %zu idle subscriber(s)", expired);
 		}
+		unsigned cut = http_api_sweep(daemon->http);
+		if (cut != 0)
+			log_info("closed %u connection(s) that took longer than connection_timeout", cut);
 		daemon_update_status(daemon);
 	}
 }
@@ -563,6 +567,10 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 
+	/* A fixed threshold (glibc raises it after each large free otherwise)
+	 * keeps big request bodies and fetch replies in mmap'ed chunks that
+	 * go back to the system when freed, so RSS follows the load down. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	metrics_init();
 	daemon.start_time = (double)time(NULL);
 	if (daemon_start(&daemon) == 0 && (options.pid_file == NULL || pid_file_write(options.pid_file) == 0)) {

@@ -1,0 +1,647 @@
+"""harness.py - start the real gophermqd and talk to it as a user would.
+
+The black-box tests import this module.  It needs nothing but the Python 3
+standard library.  Environment:
+
+  GOPHERMQD          absolute path of the built daemon (set by `make check`);
+                     defaults to src/gophermqd next to this source tree
+  GOPHERMQ_SRCDIR    the source tree (for etc/gophermq.conf, configure.ac)
+  GOPHERMQ_VALGRIND  "1": run every daemon under valgrind memcheck, scale all
+                     timeouts by 10 and require exit code 0 (valgrind's own
+                     --error-exitcode is 99)
+
+A Daemon writes a configuration file with `port = 0` and `metrics_port = 0`
+into a private temporary directory, starts `gophermqd -f -c FILE`, reads the
+ports it picked back from its log on stderr and waits until GET /ready
+answers 204.  Every daemon a test starts is stopped with SIGTERM when the
+test ends (and must exit 0); whatever happens, an atexit hook kills what is
+left, so a failing test never leaves a daemon behind.
+"""
+
+import atexit
+import http.client
+import json
+import os
+import re
+import shutil
+from signal import SIGTERM
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import unittest
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.environ.get("GOPHERMQ_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
+DAEMON = os.environ.get("GOPHERMQD") or os.path.join(SRCDIR, "src", "gophermqd")
+VALGRIND = os.environ.get("GOPHERMQ_VALGRIND") == "1"
+VALGRIND_COMMAND = [
+    "valgrind", "--error-exitcode=99", "--leak-check=full",
+    "--show-leak-kinds=definite,indirect",
+    "--errors-for-leak-kinds=definite,indirect", "--track-fds=no", "-q",
+]
+SCALE = 10 if VALGRIND else 1
+
+# Generous bounds for things that must happen, never assertions on speed.
+START_TIMEOUT = 15 * SCALE
+REQUEST_TIMEOUT = 15 * SCALE
+STOP_TIMEOUT = 5 * SCALE          # the daemon's promise: exit within 5 s
+WAIT_TIMEOUT = 15 * SCALE         # polling for async effects, log lines
+FILE_WATCHDOG = 300 * SCALE       # a whole test file, as a last resort
+
+JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
+UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+LISTEN_RE = re.compile(r"(api|metrics) listening on (\S+):(\d+)")
+SHUTDOWN_RE = re.compile(r"shutdown complete: (\d+) published, (\d+) delivered, (\d+) pending")
+
+_DEFAULT = object()
+_live_daemons = set()
+_all_daemons = []
+_live_lock = threading.Lock()
+_subject_counter = [0]
+
+
+def scaled(seconds):
+    """seconds, stretched when the daemon runs under valgrind."""
+    return seconds * SCALE
+
+
+def unique_subject(prefix="test"):
+    """A fresh valid subject, so tests sharing a daemon never collide."""
+    with _live_lock:
+        _subject_counter[0] += 1
+        number = _subject_counter[0]
+    return "%s.s%d.%s" % (prefix, number, uuid.uuid4().hex[:8])
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def format_value(value):
+    """value in libconfuse syntax: integers bare, strings quoted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError("cannot write %r to a config file" % (value,))
+
+
+def wrap_command(argv):
+    """argv, prefixed with valgrind when GOPHERMQ_VALGRIND=1."""
+    return (VALGRIND_COMMAND + list(argv)) if VALGRIND else list(argv)
+
+
+def run_cli(args, timeout=None):
+    """Runs the daemon with args (no daemon left running) and returns a
+    subprocess.CompletedProcess with text stdout and stderr.  A daemon that
+    does not exit within timeout is killed and reported as a failure."""
+    timeout = timeout or scaled(10)
+    try:
+        return subprocess.run(wrap_command([DAEMON] + list(args)), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout, errors="replace", text=True)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError("gophermqd %s did not exit within %s s (stderr: %r)"
+                             % (" ".join(args), timeout, error.stderr)) from None
+
+
+def json_body(body):
+    """body (bytes) decoded as JSON; a helpful AssertionError otherwise."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise AssertionError("response body is not JSON (%s): %r" % (error, body[:500])) from None
+
+
+def encode_body(body, headers, content_type):
+    """(bytes or None, headers) for a request body given as bytes, str or a
+    JSON-able object.  content_type None sends no Content-Type at all."""
+    headers = dict(headers or {})
+    if body is None:
+        return None, headers
+    if isinstance(body, (bytes, bytearray)):
+        data = bytes(body)
+    elif isinstance(body, str):
+        data = body.encode("utf-8")
+    else:
+        data = json.dumps(body).encode("utf-8")
+    if content_type is _DEFAULT:
+        content_type = "application/json"
+    if content_type is not None and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = content_type
+    return data, headers
+
+
+class Client:
+    """One HTTP/1.1 connection, kept alive across requests."""
+
+    def __init__(self, host, port, timeout=None):
+        self.host = host
+        self.port = port
+        self.connection = http.client.HTTPConnection(host, port, timeout=timeout or REQUEST_TIMEOUT)
+
+    def request(self, method, path, body=None, headers=None, content_type=_DEFAULT):
+        """Sends one request; returns (status, headers, body bytes)."""
+        data, headers = encode_body(body, headers, content_type)
+        self.connection.request(method, path, body=data, headers=headers)
+        response = self.connection.getresponse()
+        payload = response.read()
+        return response.status, response.headers, payload
+
+    def post_json(self, path, obj, **kwargs):
+        """POSTs obj as JSON; returns (status, headers, decoded JSON or None)."""
+        status, headers, body = self.request("POST", path, obj, **kwargs)
+        return status, headers, (json_body(body) if body else None)
+
+    def local_port(self):
+        """The client side port of the connection, None when not connected."""
+        sock = self.connection.sock
+        return sock.getsockname()[1] if sock is not None else None
+
+    def close(self):
+        self.connection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Metrics:
+    """A parsed Prometheus text exposition."""
+
+    SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?\d+)?\s*$")
+    LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
+
+    def __init__(self, text):
+        self.text = text
+        self.help = {}
+        self.types = {}
+        self.samples = []      # (name, labels dict, value)
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] == "HELP":
+                    self.help[parts[2]] = parts[3] if len(parts) > 3 else ""
+                elif len(parts) >= 4 and parts[1] == "TYPE":
+                    self.types[parts[2]] = parts[3].strip()
+                continue
+            match = self.SAMPLE_RE.match(line)
+            if not match:
+                raise AssertionError("metrics line %d is not a sample: %r" % (number, line))
+            labels = {}
+            label_text = match.group(3) or ""
+            position = 0
+            while position < len(label_text):
+                label = self.LABEL_RE.match(label_text, position)
+                if not label:
+                    raise AssertionError("metrics line %d has bad labels: %r" % (number, line))
+                labels[label.group(1)] = label.group(2).replace('\\"', '"').replace("\\n", "\n") \
+                    .replace("\\\\", "\\")
+                position = label.end()
+            self.samples.append((match.group(1), labels, float(match.group(4))))
+
+    def find(self, name, **labels):
+        """Every (labels, value) of name whose labels include the given ones."""
+        wanted = {k: str(v) for k, v in labels.items()}
+        return [(l, v) for n, l, v in self.samples
+                if n == name and all(l.get(k) == v for k, v in wanted.items())]
+
+    def value(self, name, **labels):
+        """The value of the sample of name with exactly these labels, or None."""
+        wanted = {k: str(v) for k, v in labels.items()}
+        for n, l, v in self.samples:
+            if n == name and l == wanted:
+                return v
+        return None
+
+    def total(self, name, **labels):
+        """Sum of the samples of name whose labels include the given ones."""
+        return sum(v for _, v in self.find(name, **labels))
+
+
+class Daemon:
+    """A gophermqd process started on free loopback ports."""
+
+    def __init__(self, config=None, owner=None, start=True, args=()):
+        self.owner = owner
+        self.directory = tempfile.mkdtemp(prefix="gophermq-test-")
+        self.config_path = os.path.join(self.directory, "gophermq.conf")
+        self.process = None
+        self.lines = []
+        self.lines_changed = threading.Condition()
+        self.readers = []
+        self.api_host = self.api_port = None
+        self.metrics_host = self.metrics_port = None
+        self.returncode = None
+        self.extra_args = list(args)
+        self.dumped = False
+        self.write_config(config or {})
+        with _live_lock:
+            _all_daemons.append(self)
+        if start:
+            self.start()
+
+    # -- configuration -------------------------------------------------
+    def write_config(self, overrides=None, raw=None):
+        """(Re)writes the config file: loopback, port 0 and metrics_port 0,
+        then overrides (a value None drops the option).  raw, when given,
+        is appended verbatim.  Written to a new file and renamed over the
+        old one, so a reload never reads half a file."""
+        options = {"listen": "127.0.0.1", "port": 0,
+                   "metrics_listen": "127.0.0.1", "metrics_port": 0}
+        options.update(overrides or {})
+        text = "# written by tests/blackbox/harness.py\n"
+        for name, value in options.items():
+            if value is not None:
+                text += "%s = %s\n" % (name, format_value(value))
+        if raw is not None:
+            text += raw
+        self.write_config_text(text)
+
+    def write_config_text(self, text):
+        """Replaces the config file with text, exactly."""
+        temporary = self.config_path + ".new"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.rename(temporary, self.config_path)
+
+    # -- process -----------------------------------------------------------
+    def start(self, timeout=None):
+        """Starts the daemon and waits until /ready says 204."""
+        timeout = timeout or START_TIMEOUT
+        argv = wrap_command([DAEMON, "-f", "-c", self.config_path] + self.extra_args)
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, cwd=self.directory)
+        with _live_lock:
+            _live_daemons.add(self)
+        for stream in (self.process.stderr, self.process.stdout):
+            reader = threading.Thread(target=self._read_lines, args=(stream,), daemon=True)
+            reader.start()
+            self.readers.append(reader)
+        try:
+            deadline = time.monotonic() + timeout
+            api = self.wait_for_log(r"api listening on \S+:\d+", timeout=timeout)
+            metrics = self.wait_for_log(r"metrics listening on \S+:\d+",
+                                        timeout=max(0.1, deadline - time.monotonic()))
+            self.api_host, self.api_port = self._address(api[0])
+            self.metrics_host, self.metrics_port = self._address(metrics[0])
+            self.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    @staticmethod
+    def _address(line):
+        match = LISTEN_RE.search(line)
+        host, port = match.group(2), int(match.group(3))
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if host in ("0.0.0.0", "*", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return host, port
+
+    def _read_lines(self, stream):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.lines_changed:
+                self.lines.append(line)
+                self.lines_changed.notify_all()
+        stream.close()
+        with self.lines_changed:
+            self.lines_changed.notify_all()
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum):
+        """Sends signum to the daemon."""
+        self.process.send_signal(signum)
+
+    def wait_exit(self, timeout=None):
+        """Waits for the daemon to exit; returns its exit code, or None when
+        it is still running after timeout."""
+        try:
+            self.returncode = self.process.wait(timeout=timeout or STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return None
+        for reader in self.readers:
+            reader.join(timeout=scaled(5))
+        with _live_lock:
+            _live_daemons.discard(self)
+        return self.returncode
+
+    def stop(self, signum=SIGTERM, timeout=None, expect=0):
+        """Sends signum (SIGTERM), waits up to timeout (5 s, scaled) for the
+        exit and returns the exit code.  Raises AssertionError when the
+        daemon does not exit in time (it is then killed) or, unless expect
+        is None, when the exit code is not expect (0)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            timeout = timeout or STOP_TIMEOUT
+            self.signal(signum)
+            code = self.wait_exit(timeout)
+            if code is None:
+                self.kill()
+                raise AssertionError("gophermqd did not exit within %s s of signal %d\n%s"
+                                     % (timeout, signum, self.log_tail()))
+        else:
+            code = self.wait_exit(scaled(5))
+        if expect is not None and code != expect:
+            hint = " (valgrind found errors or leaks)" if VALGRIND and code == 99 else ""
+            raise AssertionError("gophermqd exited with %s, expected %s%s\n%s"
+                                 % (code, expect, hint, self.log_tail()))
+        return code
+
+    def kill(self):
+        """SIGKILL, for cleanup after a failure."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            try:
+                self.process.wait(timeout=scaled(10))
+            except subprocess.TimeoutExpired:
+                pass
+        with _live_lock:
+            _live_daemons.discard(self)
+
+    def close(self):
+        """Stops the daemon if it still runs (asserting exit code 0) and
+        removes its directory."""
+        try:
+            if self.running():
+                self.stop()
+        finally:
+            self.kill()
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    # -- log -----------------------------------------------------------
+    def log(self):
+        """Everything the daemon wrote to stderr and stdout so far."""
+        with self.lines_changed:
+            return "\n".join(self.lines) + ("\n" if self.lines else "")
+
+    def log_lines(self):
+        with self.lines_changed:
+            return list(self.lines)
+
+    def log_tail(self, count=60):
+        lines = self.log_lines()[-count:]
+        return "---- gophermqd log (last %d lines) ----\n%s\n----" % (len(lines), "\n".join(lines))
+
+    def log_count(self, pattern):
+        """How many log lines match the regex pattern."""
+        regex = re.compile(pattern)
+        return sum(1 for line in self.log_lines() if regex.search(line))
+
+    def wait_for_log(self, pattern, count=1, timeout=None):
+        """Waits until at least count lines match pattern; returns them.
+        Raises AssertionError on timeout or when the daemon exits first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + (timeout or WAIT_TIMEOUT)
+        with self.lines_changed:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                if len(found) >= count:
+                    return found
+                exited = self.process.poll() is not None and \
+                    not any(reader.is_alive() for reader in self.readers)
+                remaining = deadline - time.monotonic()
+                if exited or remaining <= 0:
+                    break
+                self.lines_changed.wait(min(remaining, 0.2))
+        state = "exited with %s" % self.process.poll() if exited else "timed out"
+        raise AssertionError("%s waiting for %d log line(s) matching %r\n%s"
+                             % (state, count, pattern, self.log_tail()))
+
+    # -- HTTP ----------------------------------------------------------
+    def client(self, timeout=None):
+        """A keep-alive connection to the API port."""
+        return Client(self.api_host, self.api_port, timeout)
+
+    def request(self, method, path, body=None, headers=None, content_type=_DEFAULT,
+                client=None, timeout=None):
+        """One request on client, or on a fresh connection closed afterwards.
+        Returns (status, headers, body bytes)."""
+        if client is not None:
+            return client.request(method, path, body, headers, content_type)
+        with self.client(timeout) as fresh:
+            return fresh.request(method, path, body, headers, content_type)
+
+    def post_json(self, path, obj, client=None, **kwargs):
+        """POSTs obj; returns (status, headers, decoded JSON or None)."""
+        status, headers, body = self.request("POST", path, obj, client=client, **kwargs)
+        return status, headers, (json_body(body) if body else None)
+
+    def wait_ready(self, timeout=None):
+        """Polls GET /ready until it answers 204."""
+        deadline = time.monotonic() + (timeout or START_TIMEOUT)
+        last = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                status, _, _ = self.request("GET", "/ready", timeout=scaled(2))
+                if status == 204:
+                    return
+                last = "status %d" % status
+            except (OSError, http.client.HTTPException) as error:
+                last = repr(error)
+            time.sleep(0.05)
+        raise AssertionError("GET /ready never answered 204 (last: %s, exit code %s)\n%s"
+                             % (last, self.process.poll(), self.log_tail()))
+
+    # Convenience wrappers that assert success.
+    def subscribe(self, subject, client=None):
+        """Subscribes to subject; returns the id."""
+        status, _, reply = self.post_json("/api/subscribe", {"subject": subject}, client=client)
+        if status != 200:
+            raise AssertionError("subscribe %r: %d %r" % (subject, status, reply))
+        return reply["id"]
+
+    def publish(self, subject, data, client=None, path="/api/publish"):
+        """Publishes; returns (status, decoded reply)."""
+        status, _, reply = self.post_json(path, {"subject": subject, "data": data}, client=client)
+        return status, reply
+
+    def publish_ok(self, subject, data, client=None):
+        status, reply = self.publish(subject, data, client)
+        if status != 200 or reply != {"status": "ok"}:
+            raise AssertionError("publish to %r: %d %r" % (subject, status, reply))
+
+    def fetch(self, subject, subscriber_id, client=None):
+        """Fetches; returns the list of data, asserting a 200 reply."""
+        status, _, reply = self.post_json("/api/fetch", {"subject": subject, "id": subscriber_id},
+                                          client=client)
+        if status != 200:
+            raise AssertionError("fetch %r %r: %d %r" % (subject, subscriber_id, status, reply))
+        return reply["data"]
+
+    def fetch_until(self, subject, subscriber_id, count, timeout=None):
+        """Fetches repeatedly until count messages arrived in total (or more);
+        returns them all.  For asynchronous deliveries."""
+        deadline = time.monotonic() + (timeout or WAIT_TIMEOUT)
+        received = []
+        while True:
+            received += self.fetch(subject, subscriber_id)
+            if len(received) >= count or time.monotonic() > deadline:
+                return received
+            time.sleep(0.02)
+
+    def metrics_request(self, path="/metrics", method="GET"):
+        """(status, headers, body) of a request to the metrics port."""
+        client = Client(self.metrics_host, self.metrics_port)
+        try:
+            return client.request(method, path)
+        finally:
+            client.close()
+
+    def metrics_text(self):
+        status, headers, body = self.metrics_request()
+        if status != 200:
+            raise AssertionError("GET /metrics: %d %r" % (status, body[:300]))
+        return body.decode("utf-8")
+
+    def metrics(self):
+        """The current metrics, parsed."""
+        return Metrics(self.metrics_text())
+
+    def wait_metric(self, name, predicate, timeout=None, **labels):
+        """Polls the metrics until predicate(value of name with exactly these
+        labels; 0 when absent) is true; returns the value."""
+        deadline = time.monotonic() + (timeout or WAIT_TIMEOUT)
+        while True:
+            value = self.metrics().value(name, **labels)
+            value = 0 if value is None else value
+            if predicate(value):
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError("metric %s%r stuck at %r" % (name, labels, value))
+            time.sleep(0.05)
+
+
+class DaemonTestCase(unittest.TestCase):
+    """Base class: start_daemon() in a test, or cls.start_class_daemon() in
+    setUpClass; either is stopped with SIGTERM (exit 0 asserted) afterwards."""
+
+    maxDiff = 4000
+
+    def start_daemon(self, config=None, **kwargs):
+        daemon = Daemon(config, owner=self.id(), start=False, **kwargs)
+        self.addCleanup(daemon.close)
+        daemon.start()
+        return daemon
+
+    @classmethod
+    def start_class_daemon(cls, config=None, **kwargs):
+        daemon = Daemon(config, owner=cls.__module__ + "." + cls.__qualname__, start=False, **kwargs)
+        if hasattr(cls, "addClassCleanup"):            # Python >= 3.8
+            cls.addClassCleanup(daemon.close)
+        else:
+            cls._class_daemons = getattr(cls, "_class_daemons", []) + [daemon]
+        daemon.start()
+        return daemon
+
+    @classmethod
+    def tearDownClass(cls):
+        for daemon in cls.__dict__.get("_class_daemons", []):
+            daemon.close()
+        super().tearDownClass()
+
+    def assertJsonReply(self, response, status, expected, message=None):
+        """response is (status, headers, body bytes): checks the status, the
+        JSON content type and that the body decodes to expected."""
+        got_status, headers, body = response
+        self.assertEqual(got_status, status, message or "body: %r" % (body[:300],))
+        self.assertEqual(headers.get("Content-Type"), JSON_CONTENT_TYPE, message)
+        self.assertEqual(json_body(body), expected, message)
+
+    def assertError(self, response, status, text, message=None):
+        """An error reply: status and exactly {"message": text}."""
+        self.assertJsonReply(response, status, {"message": text}, message)
+
+
+class DaemonLogResult(unittest.TextTestResult):
+    """Prints the logs of the daemons involved when a test fails."""
+
+    def _dump(self, test):
+        keys = {getattr(test, "id", lambda: "")()}
+        keys.add(type(test).__module__ + "." + type(test).__qualname__)
+        description = str(test)
+        with _live_lock:
+            daemons = list(_all_daemons)
+        for daemon in daemons:
+            related = daemon.owner in keys or (daemon.owner and daemon.owner in description)
+            if related and not daemon.dumped:
+                daemon.dumped = True
+                self.stream.write("\n" + daemon.log_tail(80) + "\n")
+                self.stream.flush()
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._dump(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._dump(test)
+
+
+def _kill_live_daemons():
+    with _live_lock:
+        daemons = list(_live_daemons)
+    for daemon in daemons:
+        daemon.kill()
+        shutil.rmtree(daemon.directory, ignore_errors=True)
+
+
+atexit.register(_kill_live_daemons)
+
+
+def _watchdog():
+    sys.stdout.write("\nFAIL: watchdog: test file still running after %d s, giving up\n"
+                     % FILE_WATCHDOG)
+    for thread_id, frame in sys._current_frames().items():
+        sys.stdout.write("thread %d:\n%s" % (thread_id, "".join(traceback.format_stack(frame))))
+    sys.stdout.flush()
+    _kill_live_daemons()
+    os._exit(1)
+
+
+def main():
+    """Runs the tests of __main__ verbosely; exits 0 when all passed."""
+    if not (os.path.isfile(DAEMON) and os.access(DAEMON, os.X_OK)):
+        print("ERROR: daemon %s not found or not executable (set GOPHERMQD)" % DAEMON)
+        sys.exit(99)
+    if VALGRIND and shutil.which("valgrind") is None:
+        print("ERROR: GOPHERMQ_VALGRIND=1 but valgrind is not installed")
+        sys.exit(99)
+    print("gophermqd: %s%s" % (DAEMON, " (under valgrind)" if VALGRIND else ""))
+    watchdog = threading.Timer(FILE_WATCHDOG, _watchdog)
+    watchdog.daemon = True
+    watchdog.start()
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=DaemonLogResult)
+    result = runner.run(suite)
+    watchdog.cancel()
+    sys.stdout.flush()
+    sys.exit(not result.wasSuccessful())
