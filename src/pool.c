@@ -20,6 +20,9 @@
 
 #define POOL_MAX_THREADS 1024
 
+/* Queued jobs per awake worker before another worker is woken. */
+#define POOL_JOBS_PER_WORKER 16
+
 struct pool_worker {
 	struct pool *pool;
 	unsigned index;
@@ -35,6 +38,7 @@ struct pool {
 	size_t queue_limit;
 	unsigned target_threads;   /* workers with index >= this exit */
 	unsigned started_threads;  /* workers [0, started_threads) exist */
+	unsigned awake_threads;    /* workers not waiting for work */
 	bool stopping;
 	struct pool_worker workers[POOL_MAX_THREADS];
 };
@@ -46,8 +50,11 @@ static void *pool_worker_main(void *argument)
 
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
-		while (pool->head == NULL && !pool->stopping && worker->index < pool->target_threads)
+		while (pool->head == NULL && !pool->stopping && worker->index < pool->target_threads) {
+			pool->awake_threads--;
 			pthread_cond_wait(&pool->work_ready, &pool->lock);
+			pool->awake_threads++;
+		}
 		if (worker->index >= pool->target_threads)
 			break;
 		if (pool->head == NULL)
@@ -65,6 +72,7 @@ static void *pool_worker_main(void *argument)
 
 		pthread_mutex_lock(&pool->lock);
 	}
+	pool->awake_threads--;
 	pthread_mutex_unlock(&pool->lock);
 	return NULL;
 }
@@ -80,10 +88,14 @@ static int pool_start_workers(struct pool *pool)
 
 		worker->pool = pool;
 		worker->index = i;
+		pthread_mutex_lock(&pool->lock);
+		pool->awake_threads++;   /* counted until it first waits */
+		pthread_mutex_unlock(&pool->lock);
 		error = pthread_create(&worker->thread, NULL, pool_worker_main, worker);
 		if (error != 0) {
 			log_error("cannot start async worker thread: %s", strerror(error));
 			pthread_mutex_lock(&pool->lock);
+			pool->awake_threads--;
 			pool->target_threads = i;
 			pthread_mutex_unlock(&pool->lock);
 			return -1;
@@ -144,8 +156,13 @@ int pool_submit(struct pool *pool, struct pool_job *job)
 	else
 		pool->head = job;
 	pool->tail = job;
-	atomic_fetch_add_explicit(&pool->depth, 1, memory_order_relaxed);
-	pthread_cond_signal(&pool->work_ready);
+	size_t depth = atomic_fetch_add_explicit(&pool->depth, 1, memory_order_relaxed) + 1;
+	/* A worker that is awake takes queued jobs one after the other
+	 * without sleeping, so waking another for every job would only add a
+	 * context switch per job.  Wake one when none is awake, or when the
+	 * queue grows faster than the awake ones drain it. */
+	if (pool->awake_threads == 0 || depth > (size_t)pool->awake_threads * POOL_JOBS_PER_WORKER)
+		pthread_cond_signal(&pool->work_ready);
 	pthread_mutex_unlock(&pool->lock);
 	return 0;
 }
