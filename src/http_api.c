@@ -1,7 +1,7 @@
 /* http_api.c - the API listener: routes requests, collects bodies, enforces
  * connection and body limits, and hands bodies to api_handle().
  *
- * libmicrohttpd runs an epoll loop per worker thread (a thread pool, no
+ * libmicrohttpd runs a poll loop per worker thread (a thread pool, no
  * thread per connection).  Each connection carries one struct connection
  * from accept to close, reused by every request on it, so a keep-alive
  * client costs no allocation per request.
@@ -458,7 +458,10 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 	struct sockaddr_storage address;
 	bool is_ipv6;
 	struct http_api *http;
-	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME
+	/* poll(), not epoll: libmicrohttpd 0.9.75's edge-triggered epoll
+	 * sometimes misses the end of a connection whose client vanished
+	 * mid-request, leaving it in CLOSE-WAIT until connection_timeout. */
+	unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME
 	                 | MHD_USE_TURBO;
 
 	if (http_server_address(options->listen, options->port, &address, &is_ipv6) != 0) {
