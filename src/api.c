@@ -6,7 +6,6 @@
  */
 #include "autoconfig.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -165,55 +164,6 @@ static bool json_text_valid(const unsigned char *text, size_t length)
 	return true;
 }
 
-/* Each thread keeps one tokener and resets it per request: creating one
- * costs an allocation of its parse stack every time. */
-static pthread_key_t tokener_key;
-static pthread_once_t tokener_key_once = PTHREAD_ONCE_INIT;
-
-static void tokener_free(void *tokener)
-{
-	json_tokener_free(tokener);
-}
-
-static void tokener_key_create(void)
-{
-	if (pthread_key_create(&tokener_key, tokener_free) != 0)
-		abort(); /* only fails when the process is out of keys at start */
-}
-
-static struct json_tokener *thread_tokener(void)
-{
-	struct json_tokener *tokener;
-
-	pthread_once(&tokener_key_once, tokener_key_create);
-	tokener = pthread_getspecific(tokener_key);
-	if (tokener == NULL) {
-		tokener = json_tokener_new_ex(API_JSON_MAX_DEPTH);
-		if (tokener == NULL)
-			return NULL;
-		json_tokener_set_flags(tokener, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-		if (pthread_setspecific(tokener_key, tokener) != 0) {
-			json_tokener_free(tokener);
-			return NULL;
-		}
-	} else {
-		json_tokener_reset(tokener);
-	}
-	return tokener;
-}
-
-void api_thread_cleanup(void)
-{
-	struct json_tokener *tokener;
-
-	pthread_once(&tokener_key_once, tokener_key_create);
-	tokener = pthread_getspecific(tokener_key);
-	if (tokener != NULL) {
-		json_tokener_free(tokener);
-		pthread_setspecific(tokener_key, NULL);
-	}
-}
-
 /* Parses body as one JSON object, nothing but whitespace after it.
  * Returns the object (caller puts it) or NULL. */
 static struct json_object *request_parse(const char *body, size_t body_length)
@@ -225,17 +175,22 @@ static struct json_object *request_parse(const char *body, size_t body_length)
 	if (body_length == 0 || body_length > (size_t)INT32_MAX
 	    || !json_text_valid((const unsigned char *)body, body_length))
 		return NULL;
-	tokener = thread_tokener();
+	/* A fresh tokener per request: json_tokener_reset() in json-c 0.16
+	 * keeps half-parsed \u escape state, which would leak one client's
+	 * truncated request into the next request parsed on this thread. */
+	tokener = json_tokener_new_ex(API_JSON_MAX_DEPTH);
 	if (tokener == NULL)
 		return NULL;
+	json_tokener_set_flags(tokener, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	object = json_tokener_parse_ex(tokener, body, (int)body_length);
 	if (object != NULL && json_tokener_get_error(tokener) != json_tokener_success) {
 		json_object_put(object);
 		object = NULL;
 	}
+	end = object != NULL ? json_tokener_get_parse_end(tokener) : 0;
+	json_tokener_free(tokener);
 	if (object == NULL)
 		return NULL;
-	end = json_tokener_get_parse_end(tokener);
 	while (end < body_length && json_whitespace(body[end]))
 		end++;
 	if (end != body_length || !json_object_is_type(object, json_type_object)) {

@@ -69,9 +69,4 @@ void api_reply_static(struct api_reply *reply, unsigned status, enum api_reply_t
 
 void api_reply_free(struct api_reply *reply);
 
-/* Frees the JSON parser the calling thread keeps between requests.
- * Threads that exit free theirs on their own; a thread that keeps running
- * (main, tests) may call this before the process ends. */
-void api_thread_cleanup(void);
-
 #endif

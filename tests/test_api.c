@@ -43,7 +43,6 @@ static void setup(void)
 
 static void teardown(void)
 {
-	api_thread_cleanup();
 	pool_free(pool);
 	broker_free(broker);
 	pool = NULL;
