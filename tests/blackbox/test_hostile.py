@@ -38,8 +38,13 @@ TOO_LARGE = {"message": "message too large"}
 MiB = 1024 * 1024
 
 # Allowed growth of the daemon's resident memory over rounds of hostile
-# input, after warm-up rounds have sized malloc's arenas.
-RSS_SLACK_KIB = 2048
+# input, after warm-up rounds.  glibc keeps one arena per HTTP thread, and
+# which thread serves the megabyte-sized cases varies, so each arena
+# settles at its own high-water mark: 2-4 MiB of drift was seen on a
+# 2-core machine.  A leak of what a round sends (10 MB bodies, 1 MiB
+# payloads, four rounds) is far above this; small per-request leaks are
+# the valgrind and ASan runs' job.
+RSS_SLACK_KIB = 8192
 
 
 # ---------------------------------------------------------------------------
