@@ -27,9 +27,9 @@
 
 #define JSON_CONTENT_TYPE "application/json; charset=UTF-8"
 
-/* libmicrohttpd's per-connection memory: headers larger than about this
- * are refused with 431. */
-#define CONNECTION_MEMORY (16 * 1024)
+/* libmicrohttpd's per-connection memory, cleared for every request:
+ * request headers up to about 7 KiB fit (larger ones get 431). */
+#define CONNECTION_MEMORY (8 * 1024)
 
 /* Room for the JSON envelope around max_message_size bytes of data. */
 #define BODY_ENVELOPE 4096
@@ -531,8 +531,8 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 		MHD_OPTION_CONNECTION_TIMEOUT, options->connection_timeout,
 		/* libmicrohttpd clears each connection's memory pool for every
 		 * request; the 32 KiB default costs more than parsing the JSON.
-		 * Request headers, the read buffer and reply headers fit here;
-		 * bodies are collected outside the pool. */
+		 * Request headers, the read buffer and reply headers fit in
+		 * 8 KiB; bodies are collected outside the pool. */
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
 		MHD_OPTION_NOTIFY_COMPLETED, http_api_request_completed, http,
 		MHD_OPTION_NOTIFY_CONNECTION, http_api_connection_event, http,
