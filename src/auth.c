@@ -152,11 +152,6 @@ void auth_tokens_free(struct auth_tokens *tokens)
 	free(tokens);
 }
 
-size_t auth_tokens_count(const struct auth_tokens *tokens)
-{
-	return tokens != NULL ? tokens->count : 0;
-}
-
 /* Compares a (a_length bytes) with b (b_length bytes) in time that depends
  * only on a_length. */
 static int constant_time_equal(const char *a, size_t a_length, const char *b, size_t b_length)

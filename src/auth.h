@@ -18,7 +18,6 @@ struct auth_tokens;
  * file in error (unreadable, readable by others, no token in it, ...). */
 struct auth_tokens *auth_tokens_load(const char *path, char *error, size_t error_size);
 void auth_tokens_free(struct auth_tokens *tokens);
-size_t auth_tokens_count(const struct auth_tokens *tokens);
 
 /* True when header (the Authorization header's value, may be NULL) is
  * "Bearer " followed by one of tokens.  Each comparison takes time that

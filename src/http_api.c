@@ -25,7 +25,6 @@
 #include "log.h"
 #include "metrics.h"
 
-#define JSON_CONTENT_TYPE "application/json; charset=UTF-8"
 
 /* libmicrohttpd's per-connection memory, cleared for every request:
  * request headers up to about 7 KiB fit (larger ones get 431). */
@@ -38,11 +37,7 @@
  * being kept for the connection's next request. */
 #define BODY_KEEP_LIMIT 65536
 
-#define REPLY_NOT_FOUND          "{\"message\":\"Not Found\"}\n"
-#define REPLY_METHOD_NOT_ALLOWED "{\"message\":\"Method Not Allowed\"}\n"
 #define REPLY_SHUTTING_DOWN      "{\"message\":\"shutting down\"}\n"
-#define REPLY_SERVER_ERROR       "{\"message\":\"server error\"}\n"
-#define REPLY_UNAUTHORIZED       "{\"message\":\"unauthorized\"}\n"
 
 enum route {
 	ROUTE_PUBLISH,
@@ -202,12 +197,12 @@ static bool body_append(struct http_api *http, struct connection *state, const c
 /* Decides a reply that needs no body (errors, /ready).  It is sent on the
  * request's last call, after any body was read and dropped: a reply queued
  * before that would make libmicrohttpd close a keep-alive connection. */
-static enum MHD_Result reply_early(struct http_api *http, struct connection *state, unsigned status,
+static enum MHD_Result reply_early(struct connection *state, unsigned status,
                                    const char *body)
 {
 	state->early = (struct http_reply) {
 		.status = status,
-		.content_type = JSON_CONTENT_TYPE,
+		.content_type = HTTP_JSON_CONTENT_TYPE,
 		.body = (char *)body,
 		.length = strlen(body),
 	};
@@ -255,10 +250,10 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 
 	if (strcmp(url, "/ready") == 0) {
 		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-			return reply_early(http, state, MHD_HTTP_METHOD_NOT_ALLOWED, REPLY_METHOD_NOT_ALLOWED);
+			return reply_early(state, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_REPLY_METHOD_NOT_ALLOWED);
 		if (atomic_load_explicit(&http->quiescing, memory_order_relaxed))
-			return reply_early(http, state, MHD_HTTP_SERVICE_UNAVAILABLE, REPLY_SHUTTING_DOWN);
-		reply_early(http, state, MHD_HTTP_NO_CONTENT, "");
+			return reply_early(state, MHD_HTTP_SERVICE_UNAVAILABLE, REPLY_SHUTTING_DOWN);
+		reply_early(state, MHD_HTTP_NO_CONTENT, "");
 		state->early.content_type = NULL;
 		return MHD_YES;
 	}
@@ -267,21 +262,20 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 	if (!auth_guard_allow(http->auth, MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
 	                                                              MHD_HTTP_HEADER_AUTHORIZATION))) {
 		metrics_count(METRICS_UNAUTHORIZED);
-		reply_early(http, state, MHD_HTTP_UNAUTHORIZED, REPLY_UNAUTHORIZED);
-		state->early.header_name = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
-		state->early.header_value = "Bearer realm=\"gophermq\"";
+		http_server_unauthorized(&state->early);
+		state->has_early_reply = true;
 		return MHD_YES;
 	}
 
 	for (size_t i = 0; i < API_ROUTE_COUNT; i++) {
 		if (strcmp(url, api_routes[i].path) == 0) {
 			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-				return reply_early(http, state, MHD_HTTP_METHOD_NOT_ALLOWED, REPLY_METHOD_NOT_ALLOWED);
+				return reply_early(state, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_REPLY_METHOD_NOT_ALLOWED);
 			state->route_index = i;
 			return request_check_length(http, connection, state);
 		}
 	}
-	return reply_early(http, state, MHD_HTTP_NOT_FOUND, REPLY_NOT_FOUND);
+	return reply_early(state, MHD_HTTP_NOT_FOUND, HTTP_REPLY_NOT_FOUND);
 }
 
 /* The last call for a request: the whole body is in state. */
@@ -313,7 +307,7 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 
 	http_reply = (struct http_reply) {
 		.status = reply.status,
-		.content_type = JSON_CONTENT_TYPE,
+		.content_type = HTTP_JSON_CONTENT_TYPE,
 		.body = reply.body,
 		.length = reply.body_length,
 		.owned = reply.text == API_TEXT_NONE,
@@ -483,7 +477,7 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 
 		http->prepared[i] = MHD_create_response_from_buffer(length, (void *)text, MHD_RESPMEM_PERSISTENT);
 		if (http->prepared[i] == NULL
-		    || MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_CONTENT_TYPE, JSON_CONTENT_TYPE) != MHD_YES
+		    || MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_JSON_CONTENT_TYPE) != MHD_YES
 		    || (i == API_TEXT_OVERFLOW
 		        && MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)) {
 			snprintf(error, error_size, "out of memory");
@@ -557,11 +551,6 @@ unsigned http_api_port(const struct http_api *http)
 unsigned http_api_connections(const struct http_api *http)
 {
 	return atomic_load_explicit(&http->connections, memory_order_relaxed);
-}
-
-unsigned http_api_threads(const struct http_api *http)
-{
-	return http->threads;
 }
 
 unsigned http_api_sweep(struct http_api *http)

@@ -31,7 +31,6 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 unsigned http_api_port(const struct http_api *http);
 
 unsigned http_api_connections(const struct http_api *http);
-unsigned http_api_threads(const struct http_api *http);
 
 /* Shuts down connections whose current request has taken longer than
  * connection_timeout since the connection was accepted or finished its

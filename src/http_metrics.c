@@ -10,7 +10,6 @@
 #include "http_server.h"
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
-#define JSON_CONTENT_TYPE "application/json; charset=UTF-8"
 
 struct http_metrics {
 	struct MHD_Daemon *daemon;
@@ -24,7 +23,7 @@ static enum MHD_Result reply_json(struct MHD_Connection *connection, unsigned st
 {
 	struct http_reply reply = {
 		.status = status,
-		.content_type = JSON_CONTENT_TYPE,
+		.content_type = HTTP_JSON_CONTENT_TYPE,
 		.body = (char *)body,
 		.length = strlen(body),
 	};
@@ -45,27 +44,20 @@ static enum MHD_Result http_metrics_handle(void *context, struct MHD_Connection 
 	/* Answer on the first call: /metrics takes no body. */
 	if (!auth_guard_allow(metrics->auth, MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
 	                                                                 MHD_HTTP_HEADER_AUTHORIZATION))) {
-		reply = (struct http_reply) {
-			.status = MHD_HTTP_UNAUTHORIZED,
-			.content_type = JSON_CONTENT_TYPE,
-			.body = (char *)"{\"message\":\"unauthorized\"}\n",
-			.length = sizeof("{\"message\":\"unauthorized\"}\n") - 1,
-			.header_name = MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-			.header_value = "Bearer realm=\"gophermq\"",
-		};
+		http_server_unauthorized(&reply);
 		metrics_count(METRICS_UNAUTHORIZED);
 		return http_server_reply(connection, &reply);
 	}
 	if (strcmp(url, "/metrics") != 0)
-		return reply_json(connection, MHD_HTTP_NOT_FOUND, "{\"message\":\"Not Found\"}\n");
+		return reply_json(connection, MHD_HTTP_NOT_FOUND, HTTP_REPLY_NOT_FOUND);
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-		return reply_json(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "{\"message\":\"Method Not Allowed\"}\n");
+		return reply_json(connection, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_REPLY_METHOD_NOT_ALLOWED);
 
 	memset(&snapshot, 0, sizeof(snapshot));
 	metrics->collect(&snapshot, metrics->context);
 	length = metrics_render(&snapshot, &text);
 	if (text == NULL)
-		return reply_json(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "{\"message\":\"server error\"}\n");
+		return reply_json(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, HTTP_REPLY_SERVER_ERROR);
 	reply = (struct http_reply) {
 		.status = MHD_HTTP_OK,
 		.content_type = METRICS_CONTENT_TYPE,

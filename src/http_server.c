@@ -50,6 +50,20 @@ unsigned http_server_bound_port(struct MHD_Daemon *daemon)
 	return info != NULL ? info->port : 0;
 }
 
+void http_server_unauthorized(struct http_reply *reply)
+{
+	static const char body[] = "{\"message\":\"unauthorized\"}\n";
+
+	*reply = (struct http_reply) {
+		.status = MHD_HTTP_UNAUTHORIZED,
+		.content_type = HTTP_JSON_CONTENT_TYPE,
+		.body = (char *)body,
+		.length = sizeof(body) - 1,
+		.header_name = MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+		.header_value = "Bearer realm=\"gophermq\"",
+	};
+}
+
 enum MHD_Result http_server_reply(struct MHD_Connection *connection, const struct http_reply *reply)
 {
 	struct MHD_Response *response;

@@ -11,6 +11,17 @@
 
 #include <microhttpd.h>
 
+/* What both listeners answer in JSON; bodies end in a newline, as the
+ * original's framework wrote them. */
+#define HTTP_JSON_CONTENT_TYPE "application/json; charset=UTF-8"
+#define HTTP_REPLY_NOT_FOUND "{\"message\":\"Not Found\"}\n"
+#define HTTP_REPLY_METHOD_NOT_ALLOWED "{\"message\":\"Method Not Allowed\"}\n"
+#define HTTP_REPLY_SERVER_ERROR "{\"message\":\"server error\"}\n"
+
+/* Fills reply with the 401 for a missing or wrong bearer token. */
+struct http_reply;
+void http_server_unauthorized(struct http_reply *reply);
+
 /* Fills address from a numeric IPv4/IPv6 literal and a port.  Returns 0, or
  * -1 when listen is not a numeric address. */
 int http_server_address(const char *listen, unsigned port, struct sockaddr_storage *address,

@@ -19,7 +19,6 @@ void log_open(bool to_stderr);
 void log_close(void);
 
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 bool log_enabled(enum log_level level);
 
 /* Parses "error", "warning", "notice", "info" or "debug".  Returns 0 and
