@@ -230,6 +230,14 @@ static void report_restart_option(const char *option, void *context)
 	log_warning("reload: option '%s' changed in %s: needs restart, not applied", option, path);
 }
 
+/* Ends a refused reload: the running configuration was not touched. */
+static void reload_refused(const char *reason)
+{
+	log_error("reload failed, keeping the running configuration: %s", reason);
+	metrics_count(METRICS_RELOAD_FAILURES);
+	notify_ready();
+}
+
 /* Re-reads the configuration file: parse, validate, then swap.  On any
  * error the running configuration stays exactly as it was. */
 static void daemon_reload(struct daemon *daemon)
@@ -241,26 +249,20 @@ static void daemon_reload(struct daemon *daemon)
 	notify_reloading();
 	log_info("reloading configuration from %s", daemon->config_path);
 	if (config_load(daemon->config_path, &fresh, error, sizeof(error)) != 0) {
-		log_error("reload failed, keeping the running configuration: %s", error);
-		metrics_count(METRICS_RELOAD_FAILURES);
-		notify_ready();
+		reload_refused(error);
 		return;
 	}
 	if (daemon_tokens_load(&fresh, &tokens, error, sizeof(error)) != 0) {
-		log_error("reload failed, keeping the running configuration: %s", error);
 		config_clear(&fresh);
-		metrics_count(METRICS_RELOAD_FAILURES);
-		notify_ready();
+		reload_refused(error);
 		return;
 	}
 	config_restart_changes(&daemon->config, &fresh, report_restart_option, (void *)daemon->config_path);
 	if (config_keep_restart_options(&fresh, &daemon->config) != 0) {
-		log_error("reload failed, keeping the running configuration: out of memory");
 		auth_tokens_free(tokens.api);
 		auth_tokens_free(tokens.metrics);
 		config_clear(&fresh);
-		metrics_count(METRICS_RELOAD_FAILURES);
-		notify_ready();
+		reload_refused("out of memory");
 		return;
 	}
 	daemon_apply_live_options(daemon, &fresh);
