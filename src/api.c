@@ -1,8 +1,8 @@
 /* api.c - request bodies in, replies out: the JSON side of the API.
  *
- * Parses a request body with json-c (strict mode, UTF-8 validated, bounded
- * nesting), checks the fields the contract names, calls the broker and
- * builds the JSON reply.  Nothing here knows about sockets or HTTP framing.
+ * Reads a request body (request.c), checks the fields the contract names,
+ * calls the broker and builds the JSON reply.  Nothing here knows about
+ * sockets or HTTP framing.
  */
 #include "autoconfig.h"
 
@@ -16,10 +16,7 @@
 #include "api.h"
 #include "log.h"
 #include "metrics.h"
-
-/* Request bodies are flat objects; anything nested deeper is refused
- * without recursing through it. */
-#define API_JSON_MAX_DEPTH 8
+#include "request.h"
 
 #define API_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
@@ -41,16 +38,6 @@ static const struct {
 	[API_TEXT_SERVER_ERROR] = TEXT("{\"message\":\"server error\"}\n"),
 };
 #undef TEXT
-
-/* The fields of a request; pointers into the parsed JSON object. */
-struct api_request {
-	const char *subject;
-	size_t subject_length;
-	const char *data;
-	size_t data_length;
-	const char *id;
-	size_t id_length;
-};
 
 /* An async publish waiting for a worker; owns its message reference. */
 struct async_publish {
@@ -81,123 +68,6 @@ void api_reply_free(struct api_reply *reply)
 		free(reply->body);
 	reply->body = NULL;
 	reply->body_length = 0;
-}
-
-/* Takes the string member name of object into *value and *length.  A missing
- * member reads as "".  Returns false when the member exists but is not a
- * string (null included). */
-static bool request_string(struct json_object *object, const char *name,
-                           const char **value, size_t *length)
-{
-	struct json_object *member;
-
-	if (!json_object_object_get_ex(object, name, &member)) {
-		*value = "";
-		*length = 0;
-		return true;
-	}
-	if (!json_object_is_type(member, json_type_string))
-		return false;
-	*value = json_object_get_string(member);
-	*length = (size_t)json_object_get_string_len(member);
-	return true;
-}
-
-static bool json_whitespace(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* True when text is well-formed UTF-8 (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF) without NUL bytes, and no JSON
- * string in it holds a raw control character (RFC 8259 wants them
- * escaped).  json-c lets both through, even in strict mode. */
-static bool json_text_valid(const unsigned char *text, size_t length)
-{
-	bool in_string = false, escaped = false;
-	size_t i = 0;
-
-	while (i < length) {
-		unsigned char byte = text[i];
-		size_t extra;
-		unsigned char low = 0x80, high = 0xbf;
-
-		if (byte == 0 || (in_string && byte < 0x20))
-			return false;
-		if (byte < 0x80) {
-			if (escaped)
-				escaped = false;
-			else if (byte == '"')
-				in_string = !in_string;
-			else if (byte == '\\' && in_string)
-				escaped = true;
-			i++;
-			continue;
-		}
-		escaped = false;
-		if (byte >= 0xc2 && byte <= 0xdf) {
-			extra = 1;
-		} else if (byte >= 0xe0 && byte <= 0xef) {
-			extra = 2;
-			if (byte == 0xe0)
-				low = 0xa0;      /* overlong */
-			else if (byte == 0xed)
-				high = 0x9f;     /* surrogates */
-		} else if (byte >= 0xf0 && byte <= 0xf4) {
-			extra = 3;
-			if (byte == 0xf0)
-				low = 0x90;      /* overlong */
-			else if (byte == 0xf4)
-				high = 0x8f;     /* above U+10FFFF */
-		} else {
-			return false;
-		}
-		if (length - i <= extra)
-			return false;
-		if (text[i + 1] < low || text[i + 1] > high)
-			return false;
-		for (size_t k = 2; k <= extra; k++)
-			if (text[i + k] < 0x80 || text[i + k] > 0xbf)
-				return false;
-		i += extra + 1;
-	}
-	return true;
-}
-
-/* Parses body as one JSON object, nothing but whitespace after it.
- * Returns the object (caller puts it) or NULL. */
-static struct json_object *request_parse(const char *body, size_t body_length)
-{
-	struct json_tokener *tokener;
-	struct json_object *object;
-	size_t end;
-
-	if (body_length == 0 || body_length > (size_t)INT32_MAX
-	    || !json_text_valid((const unsigned char *)body, body_length))
-		return NULL;
-	/* A fresh tokener per request: json_tokener_reset() in json-c 0.16
-	 * keeps half-parsed \u escape state, which would leak one client's
-	 * truncated request into the next request parsed on this thread. */
-	tokener = json_tokener_new_ex(API_JSON_MAX_DEPTH);
-	if (tokener == NULL)
-		return NULL;
-	json_tokener_set_flags(tokener, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-	object = json_tokener_parse_ex(tokener, body, (int)body_length);
-	if (object != NULL && json_tokener_get_error(tokener) != json_tokener_success) {
-		json_object_put(object);
-		object = NULL;
-	}
-	end = object != NULL ? json_tokener_get_parse_end(tokener) : 0;
-	json_tokener_free(tokener);
-	if (object == NULL)
-		return NULL;
-	while (end < body_length && json_whitespace(body[end]))
-		end++;
-	if (end != body_length || !json_object_is_type(object, json_type_object)) {
-		json_object_put(object);
-		return NULL;
-	}
-	return object;
 }
 
 /* Replies for the broker's refusals. */
@@ -248,19 +118,19 @@ static void reply_json(struct api_reply *reply, unsigned status, struct json_obj
 
 /* The broker validates subjects itself; an async publish is checked here
  * too so that a bad subject is refused before the request is answered. */
-static bool subject_valid(struct api_context *context, const struct api_request *request)
+static bool subject_valid(struct api_context *context, const struct request *request)
 {
 	size_t max_length = (size_t)atomic_load_explicit(&context->max_subject_length, memory_order_relaxed);
 	return broker_subject_valid(request->subject, request->subject_length, max_length);
 }
 
-static bool data_too_large(struct api_context *context, const struct api_request *request)
+static bool data_too_large(struct api_context *context, const struct request *request)
 {
 	uint64_t max_size = atomic_load_explicit(&context->max_message_size, memory_order_relaxed);
 	return max_size != 0 && request->data_length > max_size;
 }
 
-static void handle_subscribe(struct api_context *context, const struct api_request *request,
+static void handle_subscribe(struct api_context *context, const struct request *request,
                              struct api_reply *reply)
 {
 	char id[BROKER_ID_LENGTH + 1];
@@ -287,7 +157,7 @@ static void handle_subscribe(struct api_context *context, const struct api_reque
 	json_object_put(object);
 }
 
-static void handle_publish(struct api_context *context, const struct api_request *request,
+static void handle_publish(struct api_context *context, const struct request *request,
                            struct api_reply *reply)
 {
 	struct broker_message *message;
@@ -321,7 +191,7 @@ static void async_publish_run(struct pool_job *job)
 	free(work);
 }
 
-static void handle_publish_async(struct api_context *context, const struct api_request *request,
+static void handle_publish_async(struct api_context *context, const struct request *request,
                                  struct api_reply *reply)
 {
 	struct async_publish *work;
@@ -366,7 +236,7 @@ static void handle_publish_async(struct api_context *context, const struct api_r
 	api_reply_static(reply, 200, API_TEXT_OK);
 }
 
-static void handle_fetch(struct api_context *context, const struct api_request *request,
+static void handle_fetch(struct api_context *context, const struct request *request,
                          struct api_reply *reply)
 {
 	struct broker_batch batch = { NULL, 0 };
@@ -417,15 +287,9 @@ static void handle_fetch(struct api_context *context, const struct api_request *
 void api_handle(struct api_context *context, enum api_endpoint endpoint,
                 const char *body, size_t body_length, struct api_reply *reply)
 {
-	struct api_request request;
-	struct json_object *object = request_parse(body, body_length);
+	struct request request;
 
-	memset(&request, 0, sizeof(request));
-	if (object == NULL
-	    || !request_string(object, "subject", &request.subject, &request.subject_length)
-	    || !request_string(object, "data", &request.data, &request.data_length)
-	    || !request_string(object, "id", &request.id, &request.id_length)) {
-		json_object_put(object);
+	if (!request_read(&request, body, body_length)) {
 		api_reply_static(reply, 400, API_TEXT_BODY_INVALID);
 		return;
 	}
@@ -447,5 +311,5 @@ void api_handle(struct api_context *context, enum api_endpoint endpoint,
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		break;
 	}
-	json_object_put(object);
+	request_release(&request);
 }

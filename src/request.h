@@ -1,0 +1,54 @@
+/* request.h - reading an API request body into its fields.
+ *
+ * Every request body of the API is one JSON object whose members
+ * "subject", "data" and "id" are strings; a missing member reads as "",
+ * a member of any other type makes the body invalid, other members are
+ * ignored.  request_read() is the one entry point; the readers it is made
+ * of are exposed so that tests can hold them against each other.
+ */
+#ifndef GOPHERMQ_REQUEST_H
+#define GOPHERMQ_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct json_object;
+
+/* The fields of a request.  They point into the body read or into tree,
+ * are not NUL-terminated and may hold NUL bytes (from "\u0000"). */
+struct request {
+	const char *subject;
+	size_t subject_length;
+	const char *data;
+	size_t data_length;
+	const char *id;
+	size_t id_length;
+	struct json_object *tree;   /* json-c's parse, when the general reader took it */
+};
+
+/* Reads body (length bytes, need not be NUL-terminated) into request.
+ * Returns false for an invalid body; request then holds nothing.  After
+ * true the fields are valid until request_release() and as long as body
+ * is. */
+bool request_read(struct request *request, const char *body, size_t length);
+
+void request_release(struct request *request);
+
+/* The parts of request_read(), for tests.
+ *
+ * request_text_valid(): the body is strict UTF-8 (RFC 3629) without NUL
+ * bytes, and no JSON string in it holds a raw control character.
+ *
+ * request_read_flat(): the fast reader, for a text request_text_valid()
+ * accepted.  It takes only the shape nearly every client sends, a flat
+ * object whose members are all strings without escapes, and returns false
+ * for anything else without judging it.  Whatever it takes, json-c reads
+ * the same way: request_read_general() returns true with equal fields.
+ *
+ * request_read_general(): json-c (strict, nesting depth 8); the judge of
+ * every body the fast reader leaves. */
+bool request_text_valid(const char *body, size_t length);
+bool request_read_flat(struct request *request, const char *body, size_t length);
+bool request_read_general(struct request *request, const char *body, size_t length);
+
+#endif
