@@ -35,8 +35,10 @@ unsigned http_api_connections(const struct http_api *http);
 /* Shuts down connections whose current request has taken longer than
  * connection_timeout since the connection was accepted or finished its
  * previous request: a client trickling bytes (slowloris) resets
- * libmicrohttpd's idle timer but not this one.  Call about once a second
- * from any thread.  Returns how many were cut off. */
+ * libmicrohttpd's idle timer but not this one.  Also makes libmicrohttpd
+ * notice clients that closed their side mid-request (http_api.c says
+ * why).  Call about once a second from any thread.  Returns how many
+ * connections were cut off. */
 unsigned http_api_sweep(struct http_api *http);
 
 /* Stops accepting connections and makes /ready answer 503; requests in

@@ -703,6 +703,32 @@ class HostileInputTest(HostileTestCase):
                           % (stuck, round_number + 1))
         self.assert_survived()
 
+    def test_half_closed_client_still_gets_its_whole_reply(self):
+        # A client may send its request and then close its sending side
+        # (shutdown(SHUT_WR), as `nc -N` does) while it reads the reply.
+        # The check for clients that vanished mid-request must not take it
+        # for one: a fetch reply far larger than the socket buffers, read
+        # slowly across several sweeps, arrives whole and in order.
+        subject = unique_subject("halfclose")
+        subscriber = self.daemon.subscribe(subject)
+        published = [("%02d:" % i) + "z" * 200000 for i in range(24)]
+        with self.daemon.client() as client:
+            for data in published:
+                self.daemon.publish_ok(subject, data, client=client)
+        raw = Raw(self.daemon, timeout=scaled(30))
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        raw.send(json_request("/api/fetch", {"subject": subject, "id": subscriber}))
+        raw.sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + scaled(2.5)
+        while time.monotonic() < deadline:
+            raw.buffer += raw.sock.recv(4096)
+            time.sleep(0.01)
+        response = raw.read_response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(json.loads(response.body)["data"], published)
+        raw.sock.close()
+        self.assert_survived()
+
     def test_clients_vanishing_mid_response_do_no_harm(self):
         self.case_disconnect_mid_response()
         self.assert_survived()
