@@ -8,17 +8,15 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "api.h"
+#include "escape.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
-
-#define API_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /* Every static reply body, exactly as the contract spells them; Echo, the
  * original's framework, ends JSON bodies with a newline and so do we. */
@@ -96,23 +94,56 @@ static void reply_broker_status(struct api_reply *reply, enum broker_status stat
 	}
 }
 
-/* Serialises object into a malloc'ed reply body with a trailing newline. */
-static void reply_json(struct api_reply *reply, unsigned status, struct json_object *object)
-{
-	size_t length;
-	const char *text = json_object_to_json_string_length(object, API_JSON_FLAGS, &length);
-	char *body = text != NULL ? malloc(length + 2) : NULL;
+/* A reply body built for one request: its size is counted first, then
+ * it is written into one allocation. */
+struct reply_builder {
+	size_t length;     /* counted, then written */
+	bool overflow;
+	char *body;
+	char *end;
+};
 
-	if (body == NULL) {
-		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
-		return;
-	}
-	memcpy(body, text, length);
-	body[length] = '\n';
-	body[length + 1] = '\0';
+static void builder_count(struct reply_builder *builder, size_t length)
+{
+	if (builder->length > SIZE_MAX - length)
+		builder->overflow = true;
+	else
+		builder->length += length;
+}
+
+static void builder_count_string(struct reply_builder *builder, const char *text, size_t length)
+{
+	builder_count(builder, escape_json_length(text, length));
+}
+
+/* Allocates the body (and room for a NUL); false when that fails. */
+static bool builder_start(struct reply_builder *builder)
+{
+	builder->body = builder->overflow || builder->length == SIZE_MAX ? NULL : malloc(builder->length + 1);
+	builder->end = builder->body;
+	return builder->body != NULL;
+}
+
+static void builder_put(struct reply_builder *builder, const char *text, size_t length)
+{
+	memcpy(builder->end, text, length);
+	builder->end += length;
+}
+
+#define builder_put_text(builder, text) builder_put(builder, text, sizeof(text) - 1)
+
+static void builder_put_string(struct reply_builder *builder, const char *text, size_t length)
+{
+	builder->end = escape_json(builder->end, text, length);
+}
+
+/* Hands the body over to reply. */
+static void builder_finish(struct reply_builder *builder, struct api_reply *reply, unsigned status)
+{
+	*builder->end = '\0';
 	reply->status = status;
-	reply->body = body;
-	reply->body_length = length + 1;
+	reply->body = builder->body;
+	reply->body_length = (size_t)(builder->end - builder->body);
 	reply->text = API_TEXT_NONE;
 }
 
@@ -130,31 +161,37 @@ static bool data_too_large(struct api_context *context, const struct request *re
 	return max_size != 0 && request->data_length > max_size;
 }
 
+#define SUBSCRIBE_REPLY_ID       "{\"id\":"
+#define SUBSCRIBE_REPLY_SUBJECT  ",\"subject\":"
+#define REPLY_END                "}\n"
+
 static void handle_subscribe(struct api_context *context, const struct request *request,
                              struct api_reply *reply)
 {
 	char id[BROKER_ID_LENGTH + 1];
 	enum broker_status status;
-	struct json_object *object;
+	struct reply_builder builder = { 0 };
 
 	status = broker_subscribe(context->broker, request->subject, request->subject_length, id);
 	if (status != BROKER_OK) {
 		reply_broker_status(reply, status);
 		return;
 	}
-	object = json_object_new_object();
-	if (object == NULL
-	    || json_object_object_add(object, "id", json_object_new_string_len(id, BROKER_ID_LENGTH)) != 0
-	    || json_object_object_add(object, "subject",
-	                              json_object_new_string_len(request->subject, (int)request->subject_length)) != 0) {
+	builder_count(&builder, sizeof(SUBSCRIBE_REPLY_ID SUBSCRIBE_REPLY_SUBJECT REPLY_END) - 1);
+	builder_count_string(&builder, id, BROKER_ID_LENGTH);
+	builder_count_string(&builder, request->subject, request->subject_length);
+	if (!builder_start(&builder)) {
 		/* The subscriber exists but its id cannot be told: let it
 		 * expire rather than guess. */
-		json_object_put(object);
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
-	reply_json(reply, 200, object);
-	json_object_put(object);
+	builder_put_text(&builder, SUBSCRIBE_REPLY_ID);
+	builder_put_string(&builder, id, BROKER_ID_LENGTH);
+	builder_put_text(&builder, SUBSCRIBE_REPLY_SUBJECT);
+	builder_put_string(&builder, request->subject, request->subject_length);
+	builder_put_text(&builder, REPLY_END);
+	builder_finish(&builder, reply, 200);
 }
 
 static void handle_publish(struct api_context *context, const struct request *request,
@@ -236,13 +273,17 @@ static void handle_publish_async(struct api_context *context, const struct reque
 	api_reply_static(reply, 200, API_TEXT_OK);
 }
 
+#define FETCH_REPLY_SUBJECT  "{\"subject\":"
+#define FETCH_REPLY_ID       ",\"id\":"
+#define FETCH_REPLY_DATA     ",\"data\":["
+#define FETCH_REPLY_END      "]}\n"
+
 static void handle_fetch(struct api_context *context, const struct request *request,
                          struct api_reply *reply)
 {
 	struct broker_batch batch = { NULL, 0 };
+	struct reply_builder builder = { 0 };
 	enum broker_status status;
-	struct json_object *object, *data;
-	bool built = true;
 
 	status = broker_fetch(context->broker, request->subject, request->subject_length,
 	                      request->id, request->id_length, &batch);
@@ -251,36 +292,32 @@ static void handle_fetch(struct api_context *context, const struct request *requ
 		return;
 	}
 
-	object = json_object_new_object();
-	data = json_object_new_array_ext((int)(batch.count < 16 ? 16 : batch.count));
-	if (object == NULL || data == NULL) {
-		built = false;
-	} else {
-		for (size_t i = 0; i < batch.count && built; i++) {
-			const struct broker_message *message = batch.messages[i];
-			struct json_object *item = json_object_new_string_len(message->data, (int)message->length);
-			if (item == NULL || json_object_array_add(data, item) != 0) {
-				json_object_put(item);
-				built = false;
-			}
-		}
-	}
-	if (built
-	    && json_object_object_add(object, "subject",
-	                              json_object_new_string_len(request->subject, (int)request->subject_length)) == 0
-	    && json_object_object_add(object, "id",
-	                              json_object_new_string_len(request->id, (int)request->id_length)) == 0
-	    && json_object_object_add(object, "data", data) == 0) {
-		data = NULL; /* owned by object now */
-		reply_json(reply, 200, object);
-	} else {
+	builder_count(&builder, sizeof(FETCH_REPLY_SUBJECT FETCH_REPLY_ID FETCH_REPLY_DATA FETCH_REPLY_END) - 1);
+	builder_count_string(&builder, request->subject, request->subject_length);
+	builder_count_string(&builder, request->id, request->id_length);
+	for (size_t i = 0; i < batch.count; i++)
+		builder_count_string(&builder, batch.messages[i]->data, batch.messages[i]->length);
+	builder_count(&builder, batch.count > 0 ? batch.count - 1 : 0);   /* commas */
+	if (!builder_start(&builder)) {
 		/* The messages were taken from the queue and cannot be put back
 		 * in order; this only happens when memory is exhausted. */
 		log_error("fetch: out of memory building the reply; %zu message(s) lost", batch.count);
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+		broker_batch_release(&batch);
+		return;
 	}
-	json_object_put(data);
-	json_object_put(object);
+	builder_put_text(&builder, FETCH_REPLY_SUBJECT);
+	builder_put_string(&builder, request->subject, request->subject_length);
+	builder_put_text(&builder, FETCH_REPLY_ID);
+	builder_put_string(&builder, request->id, request->id_length);
+	builder_put_text(&builder, FETCH_REPLY_DATA);
+	for (size_t i = 0; i < batch.count; i++) {
+		if (i > 0)
+			builder_put_text(&builder, ",");
+		builder_put_string(&builder, batch.messages[i]->data, batch.messages[i]->length);
+	}
+	builder_put_text(&builder, FETCH_REPLY_END);
+	builder_finish(&builder, reply, 200);
 	broker_batch_release(&batch);
 }
 
