@@ -61,6 +61,8 @@ struct daemon {
 	struct auth_guard *api_auth;
 	struct auth_guard *metrics_auth;
 	double start_time;
+	uint64_t queued_memory_peak;   /* see daemon_return_memory */
+	bool memory_trim_due;
 };
 
 /* Token sets named by a configuration, loaded before it is applied. */
@@ -275,11 +277,40 @@ static void daemon_reload(struct daemon *daemon)
 	notify_ready();
 }
 
+/* Pending messages live in many small allocations, and glibc gives memory
+ * back to the system only from the top of its heaps, so a drained backlog
+ * would keep the daemon's RSS at its peak.  Once what pending messages
+ * hold (payload plus about 64 bytes each) has fallen by at least
+ * QUEUED_MEMORY_TRIM_BYTES from its peak since the last time,
+ * malloc_trim() returns the free pages.  It runs one tick later: a fetch
+ * empties a queue at once but frees the messages only after writing its
+ * reply. */
+#define QUEUED_MEMORY_TRIM_BYTES (16u << 20)
+
+static void daemon_return_memory(struct daemon *daemon, const struct broker_stats *stats)
+{
+	uint64_t queued = stats->pending_bytes + stats->pending * 64u;
+
+	if (daemon->memory_trim_due) {
+		malloc_trim(0);
+		log_debug("returned free memory after pending messages fell from about %llu bytes",
+		          (unsigned long long)daemon->queued_memory_peak);
+		daemon->memory_trim_due = false;
+		daemon->queued_memory_peak = queued;
+		return;
+	}
+	if (queued > daemon->queued_memory_peak)
+		daemon->queued_memory_peak = queued;
+	else if (daemon->queued_memory_peak - queued >= QUEUED_MEMORY_TRIM_BYTES)
+		daemon->memory_trim_due = true;
+}
+
 static void daemon_update_status(struct daemon *daemon)
 {
 	struct broker_stats stats;
 
 	broker_get_stats(daemon->broker, &stats);
+	daemon_return_memory(daemon, &stats);
 	notify_status("%llu subscribers, %llu messages pending, %llu published",
 	              (unsigned long long)stats.subscribers, (unsigned long long)stats.pending,
 	              (unsigned long long)stats.published);

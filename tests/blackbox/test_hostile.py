@@ -765,6 +765,45 @@ class HostileInputTest(HostileTestCase):
             readings.append(read_rss_kib(self.daemon.pid))
         return min(readings)
 
+    def test_memory_is_given_back_after_a_backlog_drains(self):
+        # 20,000 pending messages of 4 KiB (80 MiB), pipelined on one
+        # connection, then fetched: within a few main-loop ticks the
+        # daemon's RSS must come back near where it started.
+        count, size = (500, 4096) if harness.VALGRIND else (20000, 4096)
+        subject = unique_subject("backlog")
+        subscriber = self.daemon.subscribe(subject)
+        raw = Raw(self.daemon, timeout=scaled(30))
+        statuses = []
+
+        def read_replies():
+            for _ in range(count):
+                statuses.append(raw.read_response().status)
+
+        reader = threading.Thread(target=read_replies)
+        baseline = read_rss_kib(self.daemon.pid)
+        reader.start()
+        batch = b"".join(json_request("/api/publish", {"subject": subject, "data": "%05d" % i + "m" * (size - 5)})
+                         for i in range(100))
+        for _ in range(count // 100):
+            raw.send(batch)
+        reader.join(scaled(60))
+        raw.sock.close()
+        self.assertEqual(statuses, [200] * count)
+        peak = read_rss_kib(self.daemon.pid)
+        fetched = self.daemon.fetch(subject, subscriber)
+        self.assertEqual(len(fetched), count)
+        if harness.VALGRIND or daemon_has_asan():
+            return   # their allocators make RSS meaningless
+        deadline = time.monotonic() + 5
+        while read_rss_kib(self.daemon.pid) > baseline + 16384 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = read_rss_kib(self.daemon.pid)
+        print("\n    RSS %d KiB before, %d KiB with the backlog, %d KiB after it drained"
+              % (baseline, peak, after), end=" ... ")
+        self.assertGreater(peak, baseline + 65536, "the backlog did not take the memory expected")
+        self.assertLess(after, baseline + 16384, "RSS stayed at %d KiB after the backlog drained" % after)
+        self.assert_survived()
+
     def test_memory_returns_to_baseline_after_rounds_of_hostile_input(self):
         if harness.VALGRIND or daemon_has_asan():
             # One round: valgrind's (or LeakSanitizer's) leak check at exit
