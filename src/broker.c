@@ -597,28 +597,36 @@ enum broker_status broker_fetch(struct broker *broker,
 	struct broker_subscriber *subscriber;
 	struct broker_subject *subject;
 	struct hash_node *node;
+	enum broker_status not_found;
 	uint64_t hash;
 
 	batch->messages = NULL;
 	batch->count = 0;
-	if (!broker_subject_valid(subject_name, subject_length, broker_max_subject_length(broker)))
+	/* The length limit spares a subscriber's own subject: when a reload
+	 * lowers max_subject_length, subscribers of longer subjects can still
+	 * fetch what they were sent (subscribing and publishing to such
+	 * subjects is refused).  For anyone else a too long subject is
+	 * invalid, as before. */
+	if (!broker_subject_valid(subject_name, subject_length, 0))
 		return BROKER_INVALID_SUBJECT;
+	not_found = broker_subject_valid(subject_name, subject_length, broker_max_subject_length(broker))
+	            ? BROKER_BAD_ID : BROKER_INVALID_SUBJECT;
 	if (id_length != BROKER_ID_LENGTH)
-		return BROKER_BAD_ID;
+		return not_found;
 	hash = hash_table_hash(&broker->subscribers, id, id_length);
 
 	pthread_mutex_lock(&broker->lock);
 	node = hash_table_find(&broker->subscribers, hash, id, id_length, broker_subscriber_match);
 	if (!node) {
 		pthread_mutex_unlock(&broker->lock);
-		return BROKER_BAD_ID;
+		return not_found;
 	}
 	subscriber = hash_entry(node, struct broker_subscriber, node);
 	subject = subscriber->subject;
 	if (subject->name_length != subject_length ||
 	    memcmp(subject->name, subject_name, subject_length) != 0) {
 		pthread_mutex_unlock(&broker->lock);
-		return BROKER_BAD_ID;
+		return not_found;
 	}
 
 	if (subscriber->queue.count > 0) {

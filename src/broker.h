@@ -105,7 +105,8 @@ enum broker_status broker_publish(struct broker *broker,
  * to batch (which the caller must release with broker_batch_release, also
  * when it is empty).  Counts as activity for idle expiry.  Returns
  * BROKER_OK, BROKER_INVALID_SUBJECT, BROKER_BAD_ID or BROKER_NO_MEMORY
- * (nothing removed). */
+ * (nothing removed).  The subject length limit does not apply when
+ * subject is the subscriber's own (a limit lowered since it subscribed). */
 enum broker_status broker_fetch(struct broker *broker,
                                 const char *subject, size_t subject_length,
                                 const char *id, size_t id_length,

@@ -148,20 +148,31 @@ START_TEST(test_subject_length_limit_is_inclusive_and_zero_means_none)
 }
 END_TEST
 
+/* A lowered limit refuses new subscriptions and publishes to longer
+ * subjects at once, but their subscribers can still fetch what they were
+ * sent; to anyone else a too long subject is invalid. */
 START_TEST(test_operations_apply_the_subject_length_limit_live)
 {
 	struct broker *broker = new_broker(0, 0);
 	struct broker_limits limits = { .max_subject_length = 3 };
 	struct broker_batch batch;
-	char id[BROKER_ID_LENGTH + 1];
+	char id[BROKER_ID_LENGTH + 1], other[BROKER_ID_LENGTH + 1];
 
 	subscribe(broker, "abcd", id);
+	subscribe(broker, "abc", other);
+	ck_assert_int_eq(publish(broker, "abcd", "sent before"), BROKER_OK);
 	broker_set_limits(broker, &limits);
-	ck_assert_int_eq(broker_subscribe(broker, S("abcd"), id), BROKER_INVALID_SUBJECT);
+	ck_assert_int_eq(broker_subscribe(broker, S("abcd"), other), BROKER_INVALID_SUBJECT);
 	ck_assert_int_eq(publish(broker, "abcd", "x"), BROKER_INVALID_SUBJECT);
-	ck_assert_int_eq(fetch(broker, "abcd", id, &batch), BROKER_INVALID_SUBJECT);
-	ck_assert_uint_eq(batch.count, 0);
+	ck_assert_int_eq(fetch(broker, "abcd", id, &batch), BROKER_OK);
+	ck_assert_uint_eq(batch.count, 1);
+	ck_assert_str_eq(batch.messages[0]->data, "sent before");
 	broker_batch_release(&batch);
+	ck_assert_int_eq(fetch(broker, "abcd", other, &batch), BROKER_INVALID_SUBJECT);
+	ck_assert_int_eq(fetch(broker, "abcde", id, &batch), BROKER_INVALID_SUBJECT);
+	ck_assert_int_eq(fetch(broker, "abc", id, &batch), BROKER_BAD_ID);
+	ck_assert_int_eq(fetch(broker, "a..bcd", id, &batch), BROKER_INVALID_SUBJECT);
+	ck_assert_uint_eq(batch.count, 0);
 	subscribe(broker, "abc", id);
 	broker_free(broker);
 }

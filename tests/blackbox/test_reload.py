@@ -120,10 +120,17 @@ class ReloadTest(DaemonTestCase):
         d.publish_ok(long_subject, "z")
         self.assertEqual(d.fetch(small, subscriber), ["y" * 1500])
         self.assertEqual(d.fetch(long_subject, long_subscriber), ["z"])
+        d.publish_ok(long_subject, "sent before the limit came down")
         self.reload(d, {"max_message_size": 1000, "max_subject_length": 20})
         self.assertError(d.request("POST", "/api/publish", {"subject": small, "data": "y" * 1500}),
                          413, "message too large")
         self.assertError(d.request("POST", "/api/publish", {"subject": long_subject, "data": "z"}),
+                         400, "invalid subject")
+        self.assertError(d.request("POST", "/api/subscribe", {"subject": long_subject}),
+                         400, "invalid subject")
+        # What a subscriber of the longer subject was sent stays its own.
+        self.assertEqual(d.fetch(long_subject, long_subscriber), ["sent before the limit came down"])
+        self.assertError(d.request("POST", "/api/fetch", {"subject": long_subject, "id": subscriber}),
                          400, "invalid subject")
 
     def test_broken_config_on_sighup_keeps_the_old_configuration(self):

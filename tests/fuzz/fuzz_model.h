@@ -219,9 +219,13 @@ static inline struct model_subscriber *model_find(struct model *model, const cha
 static inline enum broker_status model_fetch_status(struct model *model, const char *subject,
                                                     size_t subject_length, const char *id, size_t id_length)
 {
-	if (!model_subject_valid(subject, subject_length, model->limits.max_subject_length))
+	/* The length limit does not apply to a subscriber's own subject. */
+	if (!model_subject_valid(subject, subject_length, 0))
 		return BROKER_INVALID_SUBJECT;
-	return model_find(model, subject, subject_length, id, id_length) ? BROKER_OK : BROKER_BAD_ID;
+	if (model_find(model, subject, subject_length, id, id_length))
+		return BROKER_OK;
+	return model_subject_valid(subject, subject_length, model->limits.max_subject_length)
+	       ? BROKER_BAD_ID : BROKER_INVALID_SUBJECT;
 }
 
 /* Checks that message number index of a fetched batch is the subscriber's
