@@ -12,10 +12,5 @@ local gmq = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "g
 gmq.install()
 
 function init(args)
-   local options = gmq.args(args)
-   wrk.method = "POST"
-   wrk.path = "/api/publish/async"
-   wrk.headers["Content-Type"] = "application/json"
-   wrk.body = gmq.publish_body(options.subject or "bench.async",
-                               gmq.payload(tonumber(options.size) or 16))
+   gmq.fixed_publish(args, "bench.async", "/api/publish/async")
 end

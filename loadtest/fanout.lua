@@ -12,10 +12,5 @@ local gmq = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "g
 gmq.install()
 
 function init(args)
-   local options = gmq.args(args)
-   wrk.method = "POST"
-   wrk.path = "/api/publish"
-   wrk.headers["Content-Type"] = "application/json"
-   wrk.body = gmq.publish_body(options.subject or "bench.fanout",
-                               gmq.payload(tonumber(options.size) or 16))
+   gmq.fixed_publish(args, "bench.fanout", "/api/publish")
 end

@@ -59,6 +59,18 @@ function gmq.publish_body(subject, data)
    return '{"subject":' .. gmq.json_string(subject) .. ',"data":' .. gmq.json_string(data) .. '}'
 end
 
+-- Makes every request of the run the same publish: POST path (default
+-- default_path) with one payload of size=BYTES (default 16) to
+-- subject=NAME (default default_subject).  For wrk's init().
+function gmq.fixed_publish(args, default_subject, default_path)
+   local options = gmq.args(args)
+   wrk.method = "POST"
+   wrk.path = options.path or default_path
+   wrk.headers["Content-Type"] = "application/json"
+   wrk.body = gmq.publish_body(options.subject or default_subject,
+                               gmq.payload(tonumber(options.size) or 16))
+end
+
 function gmq.fetch_body(subject, id)
    return '{"subject":' .. gmq.json_string(subject) .. ',"id":' .. gmq.json_string(id) .. '}'
 end

@@ -14,10 +14,5 @@ local gmq = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "g
 gmq.install()
 
 function init(args)
-   local options = gmq.args(args)
-   wrk.method = "POST"
-   wrk.path = options.path or "/api/publish"
-   wrk.headers["Content-Type"] = "application/json"
-   wrk.body = gmq.publish_body(options.subject or "bench.publish",
-                               gmq.payload(tonumber(options.size) or 16))
+   gmq.fixed_publish(args, "bench.publish", "/api/publish")
 end
