@@ -93,15 +93,29 @@ struct broker {
 
 /* --- messages ---------------------------------------------------------- */
 
+/* Bytes allocated for all live messages (of every broker). */
+static uint64_t message_bytes;
+
+static size_t broker_message_size(size_t length)
+{
+	return sizeof(struct broker_message) + length + 1;
+}
+
+uint64_t broker_message_bytes(void)
+{
+	return __atomic_load_n(&message_bytes, __ATOMIC_RELAXED);
+}
+
 struct broker_message *broker_message_new(const char *data, size_t length)
 {
 	struct broker_message *message;
 
 	if (length > SIZE_MAX - sizeof(*message) - 1)
 		return NULL;
-	message = malloc(sizeof(*message) + length + 1);
+	message = malloc(broker_message_size(length));
 	if (!message)
 		return NULL;
+	__atomic_add_fetch(&message_bytes, broker_message_size(length), __ATOMIC_RELAXED);
 	message->refcount = 1;
 	message->reserved = 0;
 	message->length = length;
@@ -118,8 +132,10 @@ void broker_message_ref(struct broker_message *message)
 
 void broker_message_release(struct broker_message *message)
 {
-	if (message && __atomic_sub_fetch(&message->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+	if (message && __atomic_sub_fetch(&message->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
+		__atomic_sub_fetch(&message_bytes, broker_message_size(message->length), __ATOMIC_RELAXED);
 		free(message);
+	}
 }
 
 void broker_batch_release(struct broker_batch *batch)

@@ -87,6 +87,10 @@ struct broker_message *broker_message_new(const char *data, size_t length);
 void broker_message_ref(struct broker_message *message);
 void broker_message_release(struct broker_message *message);
 
+/* Bytes allocated for the messages alive now, in all brokers: counted when
+ * a message is created and when its last reference goes. */
+uint64_t broker_message_bytes(void);
+
 /* Adds a subscriber to subject and writes its id, NUL-terminated, to
  * id_out.  Returns BROKER_OK, BROKER_INVALID_SUBJECT or BROKER_NO_MEMORY. */
 enum broker_status broker_subscribe(struct broker *broker,

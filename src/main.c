@@ -61,8 +61,7 @@ struct daemon {
 	struct auth_guard *api_auth;
 	struct auth_guard *metrics_auth;
 	double start_time;
-	uint64_t queued_memory_peak;   /* see daemon_return_memory */
-	bool memory_trim_due;
+	uint64_t message_bytes_peak;   /* see daemon_return_memory */
 };
 
 /* Token sets named by a configuration, loaded before it is applied. */
@@ -277,32 +276,28 @@ static void daemon_reload(struct daemon *daemon)
 	notify_ready();
 }
 
-/* Pending messages live in many small allocations, and glibc gives memory
- * back to the system only from the top of its heaps, so a drained backlog
- * would keep the daemon's RSS at its peak.  Once what pending messages
- * hold (payload plus about 64 bytes each) has fallen by at least
- * QUEUED_MEMORY_TRIM_BYTES from its peak since the last time,
- * malloc_trim() returns the free pages.  It runs one tick later: a fetch
- * empties a queue at once but frees the messages only after writing its
- * reply. */
-#define QUEUED_MEMORY_TRIM_BYTES (16u << 20)
+/* Messages live in many small allocations, and glibc gives memory back
+ * to the system only from the top of its heaps, so a drained backlog would
+ * keep the daemon's RSS at its peak.  Once the bytes held by messages have
+ * fallen MESSAGE_MEMORY_TRIM_BYTES or more below their peak since the last
+ * time, malloc_trim() returns the free pages.  Messages are counted as
+ * they are freed, so the memory is free by the time the drop is seen. */
+#define MESSAGE_MEMORY_TRIM_BYTES (16u << 20)
 
-static void daemon_return_memory(struct daemon *daemon, const struct broker_stats *stats)
+static void daemon_return_memory(struct daemon *daemon)
 {
-	uint64_t queued = stats->pending_bytes + stats->pending * 64u;
+	uint64_t held = broker_message_bytes();
 
-	if (daemon->memory_trim_due) {
-		malloc_trim(0);
-		log_debug("returned free memory after pending messages fell from about %llu bytes",
-		          (unsigned long long)daemon->queued_memory_peak);
-		daemon->memory_trim_due = false;
-		daemon->queued_memory_peak = queued;
+	if (held > daemon->message_bytes_peak) {
+		daemon->message_bytes_peak = held;
 		return;
 	}
-	if (queued > daemon->queued_memory_peak)
-		daemon->queued_memory_peak = queued;
-	else if (daemon->queued_memory_peak - queued >= QUEUED_MEMORY_TRIM_BYTES)
-		daemon->memory_trim_due = true;
+	if (daemon->message_bytes_peak - held < MESSAGE_MEMORY_TRIM_BYTES)
+		return;
+	malloc_trim(0);
+	log_debug("returned free memory after messages fell from %llu to %llu bytes",
+	          (unsigned long long)daemon->message_bytes_peak, (unsigned long long)held);
+	daemon->message_bytes_peak = held;
 }
 
 static void daemon_update_status(struct daemon *daemon)
@@ -310,7 +305,6 @@ static void daemon_update_status(struct daemon *daemon)
 	struct broker_stats stats;
 
 	broker_get_stats(daemon->broker, &stats);
-	daemon_return_memory(daemon, &stats);
 	notify_status("%llu subscribers, %llu messages pending, %llu published",
 	              (unsigned long long)stats.subscribers, (unsigned long long)stats.pending,
 	              (unsigned long long)stats.published);
@@ -475,6 +469,7 @@ static int daemon_run(struct daemon *daemon, int signal_fd)
 		unsigned cut = http_api_sweep(daemon->http);
 		if (cut != 0)
 			log_info("closed %u connection(s) that took longer than connection_timeout", cut);
+		daemon_return_memory(daemon);
 		daemon_update_status(daemon);
 	}
 }
