@@ -125,11 +125,6 @@ struct broker_message *broker_message_new(const char *data, size_t length)
 	return message;
 }
 
-void broker_message_ref(struct broker_message *message)
-{
-	__atomic_add_fetch(&message->refcount, 1, __ATOMIC_RELAXED);
-}
-
 void broker_message_release(struct broker_message *message)
 {
 	if (message && __atomic_sub_fetch(&message->refcount, 1, __ATOMIC_ACQ_REL) == 0) {

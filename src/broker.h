@@ -39,7 +39,7 @@ struct broker_limits {
  * reference is released.  data[length] is always a NUL byte, but data may
  * itself contain NUL bytes: always use length. */
 struct broker_message {
-	uint32_t refcount;       /* atomic; use broker_message_ref/release */
+	uint32_t refcount;       /* atomic: one per queued copy and holder */
 	uint32_t reserved;
 	size_t length;
 	char data[];
@@ -84,7 +84,6 @@ bool broker_subject_valid(const char *subject, size_t length, size_t max_length)
 /* Creates a message holding a copy of data, with one reference owned by the
  * caller.  Returns NULL when out of memory. */
 struct broker_message *broker_message_new(const char *data, size_t length);
-void broker_message_ref(struct broker_message *message);
 void broker_message_release(struct broker_message *message);
 
 /* Bytes allocated for the messages alive now, in all brokers: counted when

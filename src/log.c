@@ -64,13 +64,6 @@ int log_level_parse(const char *name, enum log_level *level)
 	return -1;
 }
 
-const char *log_level_name(enum log_level level)
-{
-	if ((unsigned)level >= sizeof(level_names) / sizeof(level_names[0]))
-		return "unknown";
-	return level_names[level];
-}
-
 void log_message(enum log_level level, const char *format, ...)
 {
 	char line[1024];

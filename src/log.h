@@ -24,7 +24,6 @@ bool log_enabled(enum log_level level);
 /* Parses "error", "warning", "notice", "info" or "debug".  Returns 0 and
  * sets *level, or -1 for anything else. */
 int log_level_parse(const char *name, enum log_level *level);
-const char *log_level_name(enum log_level level);
 
 void log_message(enum log_level level, const char *format, ...)
 	__attribute__((format(printf, 2, 3)));
