@@ -26,6 +26,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "metrics.h"
+#include "monotonic.h"
 
 
 /* libmicrohttpd's per-connection memory, cleared for every request:
@@ -146,14 +147,6 @@ static void http_api_free(struct http_api *http)
 	free(http->tls_key);
 	free(http->tls_cert);
 	free(http);
-}
-
-static uint64_t monotonic_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
 }
 
 static double seconds_since(const struct timespec *start)

@@ -30,6 +30,7 @@
 #include "http_metrics.h"
 #include "log.h"
 #include "metrics.h"
+#include "monotonic.h"
 #include "notify.h"
 #include "pool.h"
 
@@ -181,14 +182,6 @@ static bool stderr_is_journal(void)
 	if (fstat(STDERR_FILENO, &status) != 0)
 		return false;
 	return (unsigned long long)status.st_dev == device && (unsigned long long)status.st_ino == inode;
-}
-
-static uint64_t monotonic_milliseconds(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
 }
 
 static void broker_limits_from_config(const struct config *config, struct broker_limits *limits)
@@ -428,7 +421,7 @@ static int daemon_run(struct daemon *daemon, int signal_fd)
 	uint64_t next_watchdog_ms = 0;
 
 	for (;;) {
-		uint64_t now_ms = monotonic_milliseconds();
+		uint64_t now_ms = monotonic_ms();
 		int timeout_ms = MAIN_LOOP_TICK_MS;
 		struct pollfd poll_fd = { .fd = signal_fd, .events = POLLIN };
 
@@ -461,7 +454,7 @@ static int daemon_run(struct daemon *daemon, int signal_fd)
 		}
 
 		if (daemon->config.subscriber_ttl != 0) {
-			size_t expired = broker_expire_idle(daemon->broker, (uint64_t)(monotonic_milliseconds() / 1000u),
+			size_t expired = broker_expire_idle(daemon->broker, (uint64_t)(monotonic_ms() / 1000u),
 			                                    daemon->config.subscriber_ttl);
 			if (expired != 0)
 				log_info("expired %zu idle subscriber(s)", expired);
