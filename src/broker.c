@@ -93,17 +93,27 @@ struct broker {
 
 /* --- messages ---------------------------------------------------------- */
 
-/* Bytes allocated for all live messages (of every broker). */
-static uint64_t message_bytes;
+/* Bytes allocated for all live messages (of every broker), and the most
+ * there have been since broker_message_memory_mark().  A peak is tracked
+ * here rather than sampled, because a backlog can fill and drain between
+ * two looks. */
+static uint64_t message_bytes, message_bytes_peak;
 
 static size_t broker_message_size(size_t length)
 {
 	return sizeof(struct broker_message) + length + 1;
 }
 
-uint64_t broker_message_bytes(void)
+void broker_message_memory(uint64_t *held, uint64_t *peak)
 {
-	return __atomic_load_n(&message_bytes, __ATOMIC_RELAXED);
+	*held = __atomic_load_n(&message_bytes, __ATOMIC_RELAXED);
+	*peak = __atomic_load_n(&message_bytes_peak, __ATOMIC_RELAXED);
+}
+
+void broker_message_memory_mark(void)
+{
+	__atomic_store_n(&message_bytes_peak, __atomic_load_n(&message_bytes, __ATOMIC_RELAXED),
+	                 __ATOMIC_RELAXED);
 }
 
 struct broker_message *broker_message_new(const char *data, size_t length)
@@ -115,7 +125,11 @@ struct broker_message *broker_message_new(const char *data, size_t length)
 	message = malloc(broker_message_size(length));
 	if (!message)
 		return NULL;
-	__atomic_add_fetch(&message_bytes, broker_message_size(length), __ATOMIC_RELAXED);
+	uint64_t held = __atomic_add_fetch(&message_bytes, broker_message_size(length), __ATOMIC_RELAXED);
+	uint64_t peak = __atomic_load_n(&message_bytes_peak, __ATOMIC_RELAXED);
+	while (held > peak && !__atomic_compare_exchange_n(&message_bytes_peak, &peak, held, true,
+	                                                   __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
 	message->refcount = 1;
 	message->reserved = 0;
 	message->length = length;

@@ -86,9 +86,11 @@ bool broker_subject_valid(const char *subject, size_t length, size_t max_length)
 struct broker_message *broker_message_new(const char *data, size_t length);
 void broker_message_release(struct broker_message *message);
 
-/* Bytes allocated for the messages alive now, in all brokers: counted when
- * a message is created and when its last reference goes. */
-uint64_t broker_message_bytes(void);
+/* Bytes allocated for the messages alive now, in all brokers (counted when
+ * a message is created and when its last reference goes), and the most
+ * there have been since the last broker_message_memory_mark() (or start). */
+void broker_message_memory(uint64_t *held, uint64_t *peak);
+void broker_message_memory_mark(void);
 
 /* Adds a subscriber to subject and writes its id, NUL-terminated, to
  * id_out.  Returns BROKER_OK, BROKER_INVALID_SUBJECT or BROKER_NO_MEMORY. */

@@ -62,7 +62,6 @@ struct daemon {
 	struct auth_guard *api_auth;
 	struct auth_guard *metrics_auth;
 	double start_time;
-	uint64_t message_bytes_peak;   /* see daemon_return_memory */
 };
 
 /* Token sets named by a configuration, loaded before it is applied. */
@@ -271,26 +270,23 @@ static void daemon_reload(struct daemon *daemon)
 
 /* Messages live in many small allocations, and glibc gives memory back
  * to the system only from the top of its heaps, so a drained backlog would
- * keep the daemon's RSS at its peak.  Once the bytes held by messages have
- * fallen MESSAGE_MEMORY_TRIM_BYTES or more below their peak since the last
- * time, malloc_trim() returns the free pages.  Messages are counted as
- * they are freed, so the memory is free by the time the drop is seen. */
+ * keep the daemon's RSS at its peak.  Once the bytes held by messages are
+ * MESSAGE_MEMORY_TRIM_BYTES or more below their peak since the last time,
+ * malloc_trim() returns the free pages.  Messages are counted as they are
+ * freed, so the memory is free by the time the drop is seen. */
 #define MESSAGE_MEMORY_TRIM_BYTES (16u << 20)
 
-static void daemon_return_memory(struct daemon *daemon)
+static void daemon_return_memory(void)
 {
-	uint64_t held = broker_message_bytes();
+	uint64_t held, peak;
 
-	if (held > daemon->message_bytes_peak) {
-		daemon->message_bytes_peak = held;
-		return;
-	}
-	if (daemon->message_bytes_peak - held < MESSAGE_MEMORY_TRIM_BYTES)
+	broker_message_memory(&held, &peak);
+	if (peak < held || peak - held < MESSAGE_MEMORY_TRIM_BYTES)
 		return;
 	malloc_trim(0);
 	log_debug("returned free memory after messages fell from %llu to %llu bytes",
-	          (unsigned long long)daemon->message_bytes_peak, (unsigned long long)held);
-	daemon->message_bytes_peak = held;
+	          (unsigned long long)peak, (unsigned long long)held);
+	broker_message_memory_mark();
 }
 
 static void daemon_update_status(struct daemon *daemon)
@@ -462,7 +458,7 @@ static int daemon_run(struct daemon *daemon, int signal_fd)
 		unsigned cut = http_api_sweep(daemon->http);
 		if (cut != 0)
 			log_info("closed %u connection(s) that took longer than connection_timeout", cut);
-		daemon_return_memory(daemon);
+		daemon_return_memory();
 		daemon_update_status(daemon);
 	}
 }

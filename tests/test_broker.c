@@ -489,27 +489,39 @@ START_TEST(test_fetch_frees_room_at_once)
 END_TEST
 
 /* What messages hold is counted from creation until the last reference
- * goes, also while a fetched batch still holds them. */
-START_TEST(test_message_bytes_follow_the_last_reference)
+ * goes, also while a fetched batch still holds them; the peak stays until
+ * it is marked. */
+START_TEST(test_message_memory_follows_the_last_reference)
 {
 	struct broker *broker = new_broker(0, 0);
 	struct broker_batch batch;
 	char id[BROKER_ID_LENGTH + 1], other[BROKER_ID_LENGTH + 1];
-	uint64_t before = broker_message_bytes();
-	struct broker_message *message = broker_message_new("0123456789", 10);
+	uint64_t before, held, peak;
+	struct broker_message *message;
 
+	broker_message_memory_mark();
+	broker_message_memory(&before, &peak);
+	ck_assert_uint_eq(peak, before);
+	message = broker_message_new("0123456789", 10);
 	ck_assert_ptr_nonnull(message);
-	ck_assert_uint_ge(broker_message_bytes() - before, 10);
+	broker_message_memory(&held, &peak);
+	ck_assert_uint_ge(held - before, 10);
+	ck_assert_uint_eq(peak, held);
 	subscribe(broker, "a", id);
 	subscribe(broker, "a", other);
 	ck_assert_int_eq(broker_publish(broker, S("a"), message), BROKER_OK);
 	broker_message_release(message);
-	ck_assert_uint_ge(broker_message_bytes() - before, 10);
 	ck_assert_int_eq(fetch(broker, "a", id, &batch), BROKER_OK);
 	ck_assert_uint_eq(drain(broker, "a", other), 1);
-	ck_assert_uint_ge(broker_message_bytes() - before, 10);
+	broker_message_memory(&held, &peak);
+	ck_assert_uint_ge(held - before, 10);
 	broker_batch_release(&batch);
-	ck_assert_uint_eq(broker_message_bytes(), before);
+	broker_message_memory(&held, &peak);
+	ck_assert_uint_eq(held, before);
+	ck_assert_uint_ge(peak - held, 10);
+	broker_message_memory_mark();
+	broker_message_memory(&held, &peak);
+	ck_assert_uint_eq(peak, held);
 	broker_free(broker);
 }
 END_TEST
@@ -975,7 +987,7 @@ static Suite *broker_suite(void)
 	tcase_add_test(limits, test_byte_limit_refuses_whole_publish_without_room_for_every_copy);
 	tcase_add_test(limits, test_fetch_frees_room_at_once);
 	tcase_add_test(limits, test_set_limits_applies_to_later_publishes_only);
-	tcase_add_test(core, test_message_bytes_follow_the_last_reference);
+	tcase_add_test(core, test_message_memory_follows_the_last_reference);
 	tcase_add_test(limits, test_publish_queues_nothing_when_a_queue_cannot_grow);
 	tcase_add_test(limits, test_fetch_keeps_messages_when_the_batch_cannot_be_allocated);
 	suite_add_tcase(suite, limits);
