@@ -175,6 +175,32 @@ START_TEST(test_case)
 }
 END_TEST
 
+/* Every byte value, raw inside a string: control characters and lone
+ * bytes above 0x7f (not UTF-8) are refused, printable ASCII is taken.
+ * The quote and the backslash end or escape the string, so they are
+ * left to the table of cases. */
+START_TEST(test_every_byte_in_a_string)
+{
+	for (unsigned value = 0; value < 256; value++) {
+		char body[] = "{\"subject\":\"s\",\"data\":\"a?b\"}";
+		char *mark = strchr(body, '?');
+		bool printable = value >= 0x20 && value < 0x80;
+		struct request request;
+
+		if (value == '"' || value == '\\')
+			continue;
+		*mark = (char)value;
+		ck_assert_msg(request_read(&request, body, sizeof(body) - 1) == printable,
+		              "byte 0x%02x inside a string was %s", value, printable ? "refused" : "taken");
+		if (printable) {
+			ck_assert_uint_eq(request.data_length, 3);
+			ck_assert_int_eq((unsigned char)request.data[1], value);
+			request_release(&request);
+		}
+	}
+}
+END_TEST
+
 /* The fast reader's fields point into the body itself: no copy. */
 START_TEST(test_flat_points_into_body)
 {
@@ -294,6 +320,7 @@ static Suite *request_suite(void)
 	TCase *tcase = tcase_create("readers");
 
 	tcase_add_loop_test(tcase, test_case, 0, (int)(sizeof(cases) / sizeof(cases[0])));
+	tcase_add_test(tcase, test_every_byte_in_a_string);
 	tcase_add_test(tcase, test_flat_points_into_body);
 	tcase_add_test(tcase, test_reads_only_length);
 	tcase_add_test(tcase, test_generated_bodies_agree);
