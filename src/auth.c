@@ -223,11 +223,16 @@ void auth_guard_replace(struct auth_guard *guard, struct auth_tokens *tokens)
 	auth_tokens_free(old);
 }
 
+bool auth_guard_enabled(struct auth_guard *guard)
+{
+	return guard != NULL && atomic_load_explicit(&guard->enabled, memory_order_acquire);
+}
+
 bool auth_guard_allow(struct auth_guard *guard, const char *header)
 {
 	bool allowed;
 
-	if (guard == NULL || !atomic_load_explicit(&guard->enabled, memory_order_acquire))
+	if (!auth_guard_enabled(guard))
 		return true;
 	pthread_rwlock_rdlock(&guard->lock);
 	/* Switched off between the check above and the lock: allow. */

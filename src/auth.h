@@ -40,4 +40,8 @@ void auth_guard_replace(struct auth_guard *guard, struct auth_tokens *tokens);
 /* True when authentication is off or header carries a valid token. */
 bool auth_guard_allow(struct auth_guard *guard, const char *header);
 
+/* True when a token set is in force: a caller may skip looking up the
+ * header when it is not (auth_guard_allow() would allow anything). */
+bool auth_guard_enabled(struct auth_guard *guard);
+
 #endif

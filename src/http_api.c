@@ -254,7 +254,8 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 	}
 
 	/* Everything but the health check needs a token when auth is on. */
-	if (!auth_guard_allow(http->auth, MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+	if (auth_guard_enabled(http->auth) &&
+	    !auth_guard_allow(http->auth, MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
 	                                                              MHD_HTTP_HEADER_AUTHORIZATION))) {
 		metrics_count(METRICS_UNAUTHORIZED);
 		http_server_unauthorized(&state->early);
