@@ -519,7 +519,10 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 		/* The accept policy enforces the real limit; this is a
 		 * backstop per pool thread. */
 		MHD_OPTION_CONNECTION_LIMIT, options->max_connections + http->threads,
-		MHD_OPTION_CONNECTION_TIMEOUT, options->connection_timeout,
+		/* No MHD_OPTION_CONNECTION_TIMEOUT: http_api_sweep() closes
+		 * every connection that connection_timeout would (idle ones
+		 * too), and libmicrohttpd's own timer reads the clock some
+		 * seven times per request. */
 		/* libmicrohttpd clears each connection's memory pool for every
 		 * request; the 32 KiB default costs more than parsing the JSON.
 		 * Request headers, the read buffer and reply headers fit in

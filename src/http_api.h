@@ -32,13 +32,14 @@ unsigned http_api_port(const struct http_api *http);
 
 unsigned http_api_connections(const struct http_api *http);
 
-/* Shuts down connections whose current request has taken longer than
- * connection_timeout since the connection was accepted or finished its
- * previous request: a client trickling bytes (slowloris) resets
- * libmicrohttpd's idle timer but not this one.  Also makes libmicrohttpd
- * notice clients that closed their side mid-request (http_api.c says
- * why).  Call about once a second from any thread.  Returns how many
- * connections were cut off. */
+/* Shuts down connections that have gone longer than connection_timeout
+ * without finishing a request since they were accepted or finished their
+ * previous one: idle connections, and clients trickling their request
+ * (slowloris) or reading their reply that slowly.  This is the only
+ * timeout of API connections; libmicrohttpd's idle timer is not used.
+ * Also makes libmicrohttpd notice clients that closed their side
+ * mid-request (http_api.c says why).  Call about once a second from any
+ * thread.  Returns how many connections were cut off. */
 unsigned http_api_sweep(struct http_api *http);
 
 /* Stops accepting connections and makes /ready answer 503; requests in
