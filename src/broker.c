@@ -614,6 +614,16 @@ out:
 	return status;
 }
 
+/* What a fetch that matches no subscriber answers, its subject's syntax
+ * being valid: a subject over the length limit is invalid, as for any
+ * other request; any other subject means a bad id. */
+static enum broker_status broker_fetch_missed(struct broker *broker, size_t subject_length)
+{
+	size_t max_length = broker_max_subject_length(broker);
+
+	return max_length > 0 && subject_length > max_length ? BROKER_INVALID_SUBJECT : BROKER_BAD_ID;
+}
+
 enum broker_status broker_fetch(struct broker *broker,
                                 const char *subject_name, size_t subject_length,
                                 const char *id, size_t id_length,
@@ -622,7 +632,6 @@ enum broker_status broker_fetch(struct broker *broker,
 	struct broker_subscriber *subscriber;
 	struct broker_subject *subject;
 	struct hash_node *node;
-	enum broker_status not_found;
 	uint64_t hash;
 
 	batch->messages = NULL;
@@ -630,28 +639,25 @@ enum broker_status broker_fetch(struct broker *broker,
 	/* The length limit spares a subscriber's own subject: when a reload
 	 * lowers max_subject_length, subscribers of longer subjects can still
 	 * fetch what they were sent (subscribing and publishing to such
-	 * subjects is refused).  For anyone else a too long subject is
-	 * invalid, as before. */
+	 * subjects is refused).  Only a miss is judged by the limit. */
 	if (!broker_subject_valid(subject_name, subject_length, 0))
 		return BROKER_INVALID_SUBJECT;
-	not_found = broker_subject_valid(subject_name, subject_length, broker_max_subject_length(broker))
-	            ? BROKER_BAD_ID : BROKER_INVALID_SUBJECT;
 	if (id_length != BROKER_ID_LENGTH)
-		return not_found;
+		return broker_fetch_missed(broker, subject_length);
 	hash = hash_table_hash(&broker->subscribers, id, id_length);
 
 	pthread_mutex_lock(&broker->lock);
 	node = hash_table_find(&broker->subscribers, hash, id, id_length, broker_subscriber_match);
 	if (!node) {
 		pthread_mutex_unlock(&broker->lock);
-		return not_found;
+		return broker_fetch_missed(broker, subject_length);
 	}
 	subscriber = hash_entry(node, struct broker_subscriber, node);
 	subject = subscriber->subject;
 	if (subject->name_length != subject_length ||
 	    memcmp(subject->name, subject_name, subject_length) != 0) {
 		pthread_mutex_unlock(&broker->lock);
-		return not_found;
+		return broker_fetch_missed(broker, subject_length);
 	}
 
 	if (subscriber->queue.count > 0) {
