@@ -15,8 +15,8 @@
  *   -p PORT     port to listen on; 0 (the default) picks a free one
  *   -t THREADS  MHD thread pool size; 0 (the default) = one per CPU
  *   -a ADDRESS  IPv4 address to bind; default 127.0.0.1 (loopback only)
- *   -m BYTES    MHD_OPTION_CONNECTION_MEMORY_LIMIT; default 8192, as
- *               gophermqd; 0 keeps MHD's own (32 KiB)
+ *   -m BYTES    MHD_OPTION_CONNECTION_MEMORY_LIMIT; default gophermqd's
+ *               (HTTP_CONNECTION_MEMORY, 8 KiB); 0 keeps MHD's own (32 KiB)
  * Prints the port it listens on, on a line of its own on stdout, once it
  * accepts connections.  SIGTERM or SIGINT stops it cleanly (exit status 0).
  */
@@ -34,15 +34,14 @@
 
 #include <microhttpd.h>
 
+/* gophermqd's settings and Content-Type, to compare like with like. */
+#include "http_server.h"
+
 #if MHD_VERSION < 0x00097002
 #define CEILING_RESULT int
 #else
 #define CEILING_RESULT enum MHD_Result
 #endif
-
-/* gophermqd's MHD_OPTION_CONNECTION_MEMORY_LIMIT (CONNECTION_MEMORY in
- * src/http_api.c): compare like with like. */
-#define CEILING_CONNECTION_MEMORY 8192
 
 static const char reply_body[] = "{\"status\":\"ok\"}\n";
 
@@ -101,7 +100,7 @@ int main(int argc, char **argv)
 	const char *bind_address = "127.0.0.1";
 	long port = 0;
 	long threads = 0;
-	long memory_limit = CEILING_CONNECTION_MEMORY;
+	long memory_limit = HTTP_CONNECTION_MEMORY;
 	sigset_t stop_signals;
 	int signal_number;
 	int option;
@@ -172,7 +171,7 @@ int main(int argc, char **argv)
 	                                        MHD_RESPMEM_PERSISTENT);
 	if (reply == NULL ||
 	    MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE,
-	                            "application/json; charset=UTF-8") != MHD_YES) {
+	                            HTTP_JSON_CONTENT_TYPE) != MHD_YES) {
 		fputs("ceiling: cannot build the reply\n", stderr);
 		return 1;
 	}

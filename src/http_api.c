@@ -28,11 +28,6 @@
 #include "metrics.h"
 #include "monotonic.h"
 
-
-/* libmicrohttpd's per-connection memory, cleared for every request:
- * request headers up to about 7 KiB fit (larger ones get 431). */
-#define CONNECTION_MEMORY (8 * 1024)
-
 /* Room for the JSON envelope around max_message_size bytes of data. */
 #define BODY_ENVELOPE 4096
 
@@ -527,7 +522,7 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 		 * request; the 32 KiB default costs more than parsing the JSON.
 		 * Request headers, the read buffer and reply headers fit in
 		 * 8 KiB; bodies are collected outside the pool. */
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
 		MHD_OPTION_NOTIFY_COMPLETED, http_api_request_completed, http,
 		MHD_OPTION_NOTIFY_CONNECTION, http_api_connection_event, http,
 		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,

@@ -18,6 +18,11 @@
 #define HTTP_REPLY_METHOD_NOT_ALLOWED "{\"message\":\"Method Not Allowed\"}\n"
 #define HTTP_REPLY_SERVER_ERROR "{\"message\":\"server error\"}\n"
 
+/* libmicrohttpd's per-connection memory for the API listener, cleared for
+ * every request: request headers up to about 7 KiB fit (larger ones get
+ * 431).  loadtest/ceiling.c uses it too, to measure against the same. */
+#define HTTP_CONNECTION_MEMORY (8 * 1024)
+
 /* Fills reply with the 401 for a missing or wrong bearer token. */
 struct http_reply;
 void http_server_unauthorized(struct http_reply *reply);
