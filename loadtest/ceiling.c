@@ -1,11 +1,11 @@
 /* ceiling.c - the cheapest HTTP server the benchmarks compare gophermqd with.
  *
  * libmicrohttpd with an epoll internal thread and a pool of one thread per
- * CPU (the fastest MHD mode measured on the benchmark machines), and the
- * two settings of gophermqd's that make libmicrohttpd cheaper per request:
- * MHD_USE_TURBO and an 8 KiB connection memory pool (MHD clears the pool
- * between requests; at its 32 KiB default that is about a tenth of this
- * server's CPU time).  Every
+ * CPU it may run on, sized as gophermqd sizes its own (the fastest MHD mode
+ * measured on the benchmark machines), and the two settings of gophermqd's
+ * that make libmicrohttpd cheaper per request: MHD_USE_TURBO and an 8 KiB
+ * connection memory pool (MHD clears the pool between requests; at its
+ * 32 KiB default that is about a tenth of this server's CPU time).  Every
  * request is answered the same way whatever its method or path: the whole
  * body is read and discarded, and the reply is the fixed JSON a successful
  * publish gets, with the Content-Type the broker uses.  Whatever CPU time
@@ -13,19 +13,23 @@
  *
  * Usage: ceiling [-p PORT] [-t THREADS] [-a ADDRESS] [-m BYTES]
  *   -p PORT     port to listen on; 0 (the default) picks a free one
- *   -t THREADS  MHD thread pool size; 0 (the default) = one per CPU
+ *   -t THREADS  MHD thread pool size; 0 (the default) = one per CPU in
+ *               its affinity mask
  *   -a ADDRESS  IPv4 address to bind; default 127.0.0.1 (loopback only)
  *   -m BYTES    MHD_OPTION_CONNECTION_MEMORY_LIMIT; default gophermqd's
  *               (HTTP_CONNECTION_MEMORY, 8 KiB); 0 keeps MHD's own (32 KiB)
  * Prints the port it listens on, on a line of its own on stdout, once it
  * accepts connections.  SIGTERM or SIGINT stops it cleanly (exit status 0).
  */
+#include "autoconfig.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +38,9 @@
 
 #include <microhttpd.h>
 
-/* gophermqd's settings and Content-Type, to compare like with like. */
+/* gophermqd's settings, thread count and Content-Type, to compare like
+ * with like. */
+#include "cpus.h"
 #include "http_server.h"
 
 #if MHD_VERSION < 0x00097002
@@ -101,6 +107,10 @@ int main(int argc, char **argv)
 	long port = 0;
 	long threads = 0;
 	long memory_limit = HTTP_CONNECTION_MEMORY;
+	struct MHD_OptionItem pool_options[] = {
+		{ MHD_OPTION_THREAD_POOL_SIZE, 0, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
 	sigset_t stop_signals;
 	int signal_number;
 	int option;
@@ -143,10 +153,8 @@ int main(int argc, char **argv)
 		ceiling_usage(stderr);
 		return 2;
 	}
-	if (threads == 0) {
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		threads = cpus > 0 ? cpus : 1;
-	}
+	if (threads == 0)
+		threads = (long)cpus_usable();
 
 	memset(&address, 0, sizeof(address));
 	address.sin_family = AF_INET;
@@ -176,11 +184,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* One thread is MHD's single internal thread, no pool: MHD warns
+	 * about a pool size of one, or of zero. */
+	pool_options[0].value = (intptr_t)threads;
+	if (threads < 2)
+		pool_options[0].option = MHD_OPTION_END;
 	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG
 	                                 | MHD_USE_TURBO,
 	                                 0, NULL, NULL, ceiling_answer, NULL,
 	                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
-	                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
+	                                 MHD_OPTION_ARRAY, pool_options,
 	                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000,
 	                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
 	                                 memory_limit > 0 ? MHD_OPTION_CONNECTION_MEMORY_LIMIT

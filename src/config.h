@@ -25,7 +25,7 @@ struct config {
 	uint64_t max_subject_length;  /* bytes */
 	unsigned pool_size;           /* async publish workers */
 	unsigned async_queue_size;    /* async publishes waiting for a worker */
-	unsigned http_threads;        /* HTTP worker threads; 0 = one per CPU */
+	unsigned http_threads;        /* HTTP worker threads; 0 = one per usable CPU */
 	unsigned max_connections;     /* concurrent API connections */
 	unsigned connection_timeout;  /* idle seconds before a connection is closed; 0 = never */
 	uint64_t subscriber_ttl;      /* idle seconds before a subscriber expires; 0 = never */

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cpus.h"
 #include "http_api.h"
 #include "http_server.h"
 #include "log.h"
@@ -430,13 +432,6 @@ static enum MHD_Result http_api_accept(void *context, const struct sockaddr *add
 	return MHD_YES;
 }
 
-static unsigned cpu_count(void)
-{
-	long count = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return count > 0 ? (unsigned)count : 1;
-}
-
 struct http_api *http_api_start(const struct http_api_options *options, struct api_context *api,
                                 char *error, size_t error_size)
 {
@@ -487,7 +482,7 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 		}
 		flags |= MHD_USE_TLS;
 	}
-	http->threads = options->threads ? options->threads : cpu_count();
+	http->threads = options->threads ? options->threads : cpus_usable();
 	http->max_connections = options->max_connections;
 	http->connection_timeout = options->connection_timeout;
 	pthread_mutex_init(&http->connections_lock, NULL);
@@ -495,6 +490,10 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 	atomic_init(&http->requests_in_flight, 0);
 	atomic_init(&http->quiescing, false);
 
+	struct MHD_OptionItem pool_options[] = {
+		{ MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)http->threads, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
 	struct MHD_OptionItem tls_options[] = {
 		{ MHD_OPTION_HTTPS_MEM_CERT, 0, http->tls_cert },
 		{ MHD_OPTION_HTTPS_MEM_KEY, 0, http->tls_key },
@@ -504,13 +503,17 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 	 * options given to a plain daemon. */
 	if (http->tls_cert == NULL)
 		tls_options[0].option = MHD_OPTION_END;
+	/* One thread is libmicrohttpd's single internal thread, no pool: it
+	 * warns about a pool size of one, or of zero. */
+	if (http->threads < 2)
+		pool_options[0].option = MHD_OPTION_END;
 
 	http->daemon = MHD_start_daemon(flags, (uint16_t)options->port,
 		http_api_accept, http,
 		http_api_handle, http,
 		MHD_OPTION_EXTERNAL_LOGGER, http_server_log, NULL,
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
-		MHD_OPTION_THREAD_POOL_SIZE, http->threads,
+		MHD_OPTION_ARRAY, pool_options,
 		/* The accept policy enforces the real limit; this is a
 		 * backstop per pool thread. */
 		MHD_OPTION_CONNECTION_LIMIT, options->max_connections + http->threads,
@@ -541,6 +544,11 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 unsigned http_api_port(const struct http_api *http)
 {
 	return http->port;
+}
+
+unsigned http_api_threads(const struct http_api *http)
+{
+	return http->threads;
 }
 
 unsigned http_api_connections(const struct http_api *http)

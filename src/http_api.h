@@ -30,6 +30,10 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 /* The port actually bound (useful with port 0). */
 unsigned http_api_port(const struct http_api *http);
 
+/* The threads serving requests: http_threads, or the CPUs the daemon may
+ * run on when that is 0. */
+unsigned http_api_threads(const struct http_api *http);
+
 unsigned http_api_connections(const struct http_api *http);
 
 /* Shuts down connections that have gone longer than connection_timeout

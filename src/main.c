@@ -361,7 +361,9 @@ static int daemon_start(struct daemon *daemon)
 		return -1;
 	}
 	format_endpoint(endpoint, sizeof(endpoint), daemon->config.listen, http_api_port(daemon->http));
-	log_notice("api listening on %s%s", endpoint, daemon->config.tls_cert_file[0] ? " (TLS)" : "");
+	log_notice("api listening on %s%s with %u HTTP thread%s", endpoint,
+	           daemon->config.tls_cert_file[0] ? " (TLS)" : "", http_api_threads(daemon->http),
+	           http_api_threads(daemon->http) == 1 ? "" : "s");
 
 	daemon->metrics = http_metrics_start(daemon->config.metrics_listen, daemon->config.metrics_port,
 	                                     daemon->metrics_auth, collect_metrics, daemon,

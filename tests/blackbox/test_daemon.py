@@ -445,6 +445,30 @@ class ListenTest(DaemonTestCase):
             socket.create_connection(("127.0.0.1", d.api_port), timeout=harness.scaled(5)).close()
 
 
+class HttpThreadsTest(DaemonTestCase):
+    THREADS_RE = r"api listening on \S+ with (\d+) HTTP threads?$"
+
+    def threads_logged(self, daemon):
+        match = re.search(self.THREADS_RE, daemon.log(), re.MULTILINE)
+        self.assertIsNotNone(match, daemon.log_tail())
+        return int(match.group(1))
+
+    def test_default_is_one_thread_per_cpu_the_daemon_may_run_on(self):
+        allowed = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(allowed)})
+        try:
+            confined = self.start_daemon()
+        finally:
+            os.sched_setaffinity(0, allowed)
+        self.assertEqual(self.threads_logged(confined), 1)
+        # libmicrohttpd warns when asked for a "pool" of one thread.
+        self.assertNotIn("warning", confined.log())
+        self.assertEqual(self.threads_logged(self.start_daemon()), len(allowed))
+
+    def test_configured_count_wins_over_the_cpus(self):
+        self.assertEqual(self.threads_logged(self.start_daemon({"http_threads": 3})), 3)
+
+
 class ExpiryTest(DaemonTestCase):
     def test_idle_subscriber_expires_after_ttl(self):
         d = self.start_daemon({"subscriber_ttl": 1})
