@@ -29,7 +29,6 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +107,7 @@ int main(int argc, char **argv)
 	long threads = 0;
 	long memory_limit = HTTP_CONNECTION_MEMORY;
 	struct MHD_OptionItem pool_options[] = {
-		{ MHD_OPTION_THREAD_POOL_SIZE, 0, NULL },
+		{ MHD_OPTION_END, 0, NULL },   /* the pool, once threads is known */
 		{ MHD_OPTION_END, 0, NULL },
 	};
 	sigset_t stop_signals;
@@ -184,11 +183,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	/* One thread is MHD's single internal thread, no pool: MHD warns
-	 * about a pool size of one, or of zero. */
-	pool_options[0].value = (intptr_t)threads;
-	if (threads < 2)
-		pool_options[0].option = MHD_OPTION_END;
+	pool_options[0] = http_server_pool_option((unsigned)threads);
 	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG
 	                                 | MHD_USE_TURBO,
 	                                 0, NULL, NULL, ceiling_answer, NULL,

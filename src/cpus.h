@@ -17,8 +17,12 @@ static inline unsigned cpus_usable(void)
 	cpu_set_t allowed;
 	long online;
 
-	if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0)
-		return (unsigned)CPU_COUNT(&allowed);
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+		int count = CPU_COUNT(&allowed);
+
+		if (count > 0)
+			return (unsigned)count;
+	}
 	online = sysconf(_SC_NPROCESSORS_ONLN);
 	return online > 0 ? (unsigned)online : 1;
 }

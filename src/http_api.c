@@ -12,7 +12,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -491,7 +490,7 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 	atomic_init(&http->quiescing, false);
 
 	struct MHD_OptionItem pool_options[] = {
-		{ MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)http->threads, NULL },
+		http_server_pool_option(http->threads),
 		{ MHD_OPTION_END, 0, NULL },
 	};
 	struct MHD_OptionItem tls_options[] = {
@@ -503,10 +502,6 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 	 * options given to a plain daemon. */
 	if (http->tls_cert == NULL)
 		tls_options[0].option = MHD_OPTION_END;
-	/* One thread is libmicrohttpd's single internal thread, no pool: it
-	 * warns about a pool size of one, or of zero. */
-	if (http->threads < 2)
-		pool_options[0].option = MHD_OPTION_END;
 
 	http->daemon = MHD_start_daemon(flags, (uint16_t)options->port,
 		http_api_accept, http,

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include <microhttpd.h>
@@ -22,6 +23,19 @@
  * every request: request headers up to about 7 KiB fit (larger ones get
  * 431).  loadtest/ceiling.c uses it too, to measure against the same. */
 #define HTTP_CONNECTION_MEMORY (8 * 1024)
+
+/* The MHD_OPTION_ARRAY entry for a pool of threads threads.  One thread is
+ * libmicrohttpd's single internal thread, not a pool: the entry is then an
+ * end marker, as libmicrohttpd warns about a pool size of one (or zero).
+ * loadtest/ceiling.c sizes its threads with it too. */
+static inline struct MHD_OptionItem http_server_pool_option(unsigned threads)
+{
+	struct MHD_OptionItem item = { MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL };
+
+	if (threads < 2)
+		item.option = MHD_OPTION_END;
+	return item;
+}
 
 /* Fills reply with the 401 for a missing or wrong bearer token. */
 struct http_reply;

@@ -315,6 +315,7 @@ static int daemon_start(struct daemon *daemon)
 	struct http_api_options http_options;
 	struct daemon_tokens tokens;
 	char error[512], endpoint[128];
+	unsigned http_threads;
 
 	if (daemon_tokens_load(&daemon->config, &tokens, error, sizeof(error)) != 0) {
 		log_error("%s", error);
@@ -361,9 +362,10 @@ static int daemon_start(struct daemon *daemon)
 		return -1;
 	}
 	format_endpoint(endpoint, sizeof(endpoint), daemon->config.listen, http_api_port(daemon->http));
+	http_threads = http_api_threads(daemon->http);
 	log_notice("api listening on %s%s with %u HTTP thread%s", endpoint,
-	           daemon->config.tls_cert_file[0] ? " (TLS)" : "", http_api_threads(daemon->http),
-	           http_api_threads(daemon->http) == 1 ? "" : "s");
+	           daemon->config.tls_cert_file[0] ? " (TLS)" : "", http_threads,
+	           http_threads == 1 ? "" : "s");
 
 	daemon->metrics = http_metrics_start(daemon->config.metrics_listen, daemon->config.metrics_port,
 	                                     daemon->metrics_auth, collect_metrics, daemon,
