@@ -29,6 +29,12 @@ struct config {
 	unsigned max_connections;     /* concurrent API connections */
 	unsigned connection_timeout;  /* idle seconds before a connection is closed; 0 = never */
 	uint64_t subscriber_ttl;      /* idle seconds before a subscriber expires; 0 = never */
+	uint64_t ack_wait_ms;         /* default ack wait of an ack subscription, ms */
+	unsigned fetch_max_batch;     /* most messages one fetch returns; 0 = no cap */
+	uint64_t fetch_max_wait_ms;   /* a fetch's wait_ms is clamped to this, ms */
+	unsigned max_batch_messages;  /* most messages in one batch publish */
+	uint64_t max_batch_bytes;     /* largest batch publish body, bytes */
+	unsigned max_parked_fetches;  /* most fetches held waiting; 0 = none held */
 	enum log_level log_level;
 	char *auth_token_file;        /* "" = no API authentication */
 	char *metrics_auth_token_file;/* "" = no metrics authentication */

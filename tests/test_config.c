@@ -39,6 +39,12 @@ static const struct expected_option {
 	{ "max_connections",         "1024",          false, "10" },
 	{ "connection_timeout",      "30",            false, "11" },
 	{ "subscriber_ttl",          "3600",          true,  "12" },
+	{ "ack_wait_ms",             "30000",         true,  "13" },
+	{ "fetch_max_batch",         "0",             true,  "14" },
+	{ "fetch_max_wait_ms",       "30000",         true,  "15" },
+	{ "max_batch_messages",      "1000",          true,  "16" },
+	{ "max_batch_bytes",         "8388608",       true,  "2048" },
+	{ "max_parked_fetches",      "10000",         true,  "18" },
 	{ "log_level",               "\"info\"",      true,  "\"debug\"" },
 	{ "auth_token_file",         "\"\"",          true,  "\"/a\"" },
 	{ "metrics_auth_token_file", "\"\"",          true,  "\"/b\"" },
@@ -65,6 +71,12 @@ static const struct integer_range {
 	{ "max_connections", 1, 1000000 },
 	{ "connection_timeout", 0, 86400 },
 	{ "subscriber_ttl", 0, -1 },
+	{ "ack_wait_ms", 1, 86400000 },
+	{ "fetch_max_batch", 0, 1000000000 },
+	{ "fetch_max_wait_ms", 0, 3600000 },
+	{ "max_batch_messages", 1, 1000000 },
+	{ "max_batch_bytes", 1024, 1073741824 },
+	{ "max_parked_fetches", 0, 10000000 },
 };
 #define INTEGER_COUNT (sizeof(integer_ranges) / sizeof(integer_ranges[0]))
 
@@ -165,6 +177,12 @@ static void config_assert_equal(const struct config *a, const struct config *b)
 	ck_assert_uint_eq(a->max_connections, b->max_connections);
 	ck_assert_uint_eq(a->connection_timeout, b->connection_timeout);
 	ck_assert_uint_eq(a->subscriber_ttl, b->subscriber_ttl);
+	ck_assert_uint_eq(a->ack_wait_ms, b->ack_wait_ms);
+	ck_assert_uint_eq(a->fetch_max_batch, b->fetch_max_batch);
+	ck_assert_uint_eq(a->fetch_max_wait_ms, b->fetch_max_wait_ms);
+	ck_assert_uint_eq(a->max_batch_messages, b->max_batch_messages);
+	ck_assert_uint_eq(a->max_batch_bytes, b->max_batch_bytes);
+	ck_assert_uint_eq(a->max_parked_fetches, b->max_parked_fetches);
 	ck_assert_int_eq(a->log_level, b->log_level);
 	ck_assert_str_eq(a->auth_token_file, b->auth_token_file);
 	ck_assert_str_eq(a->metrics_auth_token_file, b->metrics_auth_token_file);
@@ -187,7 +205,12 @@ static bool config_equal(const struct config *a, const struct config *b)
 	       a->async_queue_size == b->async_queue_size && a->http_threads == b->http_threads &&
 	       a->max_connections == b->max_connections &&
 	       a->connection_timeout == b->connection_timeout &&
-	       a->subscriber_ttl == b->subscriber_ttl && a->log_level == b->log_level &&
+	       a->subscriber_ttl == b->subscriber_ttl && a->ack_wait_ms == b->ack_wait_ms &&
+	       a->fetch_max_batch == b->fetch_max_batch &&
+	       a->fetch_max_wait_ms == b->fetch_max_wait_ms &&
+	       a->max_batch_messages == b->max_batch_messages &&
+	       a->max_batch_bytes == b->max_batch_bytes &&
+	       a->max_parked_fetches == b->max_parked_fetches && a->log_level == b->log_level &&
 	       string_equal(a->auth_token_file, b->auth_token_file) &&
 	       string_equal(a->metrics_auth_token_file, b->metrics_auth_token_file) &&
 	       string_equal(a->tls_cert_file, b->tls_cert_file) &&
@@ -256,6 +279,12 @@ START_TEST(test_defaults_are_the_documented_values)
 	ck_assert_uint_eq(config.max_connections, 1024);
 	ck_assert_uint_eq(config.connection_timeout, 30);
 	ck_assert_uint_eq(config.subscriber_ttl, 3600);
+	ck_assert_uint_eq(config.ack_wait_ms, 30000);
+	ck_assert_uint_eq(config.fetch_max_batch, 0);
+	ck_assert_uint_eq(config.fetch_max_wait_ms, 30000);
+	ck_assert_uint_eq(config.max_batch_messages, 1000);
+	ck_assert_uint_eq(config.max_batch_bytes, 8388608);
+	ck_assert_uint_eq(config.max_parked_fetches, 10000);
 	ck_assert_int_eq(config.log_level, LOG_LEVEL_INFO);
 	ck_assert_str_eq(config.auth_token_file, "");
 	ck_assert_str_eq(config.metrics_auth_token_file, "");
@@ -287,7 +316,7 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	size_t count;
 
 	config_options(&count);
-	ck_assert_uint_eq(count, 19);  /* every option is set below */
+	ck_assert_uint_eq(count, 25);  /* every option is set below */
 	text_accepted("listen = \"::1\"\n"
 	              "port = 1\n"
 	              "metrics_listen = \"10.0.0.1\"\n"
@@ -302,6 +331,12 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	              "max_connections = 10\n"
 	              "connection_timeout = 11\n"
 	              "subscriber_ttl = 12\n"
+	              "ack_wait_ms = 13\n"
+	              "fetch_max_batch = 14\n"
+	              "fetch_max_wait_ms = 15\n"
+	              "max_batch_messages = 16\n"
+	              "max_batch_bytes = 2048\n"
+	              "max_parked_fetches = 18\n"
 	              "log_level = \"debug\"\n"
 	              "auth_token_file = \"/a\"\n"
 	              "metrics_auth_token_file = \"/b\"\n"
@@ -321,6 +356,12 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	ck_assert_uint_eq(config.max_connections, 10);
 	ck_assert_uint_eq(config.connection_timeout, 11);
 	ck_assert_uint_eq(config.subscriber_ttl, 12);
+	ck_assert_uint_eq(config.ack_wait_ms, 13);
+	ck_assert_uint_eq(config.fetch_max_batch, 14);
+	ck_assert_uint_eq(config.fetch_max_wait_ms, 15);
+	ck_assert_uint_eq(config.max_batch_messages, 16);
+	ck_assert_uint_eq(config.max_batch_bytes, 2048);
+	ck_assert_uint_eq(config.max_parked_fetches, 18);
 	ck_assert_int_eq(config.log_level, LOG_LEVEL_DEBUG);
 	ck_assert_str_eq(config.auth_token_file, "/a");
 	ck_assert_str_eq(config.metrics_auth_token_file, "/b");
@@ -423,6 +464,33 @@ START_TEST(test_comment_characters_inside_quoted_strings_are_kept)
 }
 END_TEST
 
+START_TEST(test_delivery_options_take_valid_values)
+{
+	struct config config;
+
+	text_accepted("ack_wait_ms = 86400000\nfetch_max_batch = 1000000000\n"
+	              "fetch_max_wait_ms = 0\nmax_batch_messages = 1\n"
+	              "max_batch_bytes = 1073741824\nmax_parked_fetches = 0\n", &config);
+	ck_assert_uint_eq(config.ack_wait_ms, 86400000);
+	ck_assert_uint_eq(config.fetch_max_batch, 1000000000);
+	ck_assert_uint_eq(config.fetch_max_wait_ms, 0);
+	ck_assert_uint_eq(config.max_batch_messages, 1);
+	ck_assert_uint_eq(config.max_batch_bytes, 1073741824);
+	ck_assert_uint_eq(config.max_parked_fetches, 0);
+	ck_assert_uint_eq(config.subscriber_ttl, 3600);  /* the others keep their defaults */
+	config_clear(&config);
+
+	text_accepted("ack_wait_ms = 5000\nmax_batch_bytes = 65536\n", &config);
+	ck_assert_uint_eq(config.ack_wait_ms, 5000);
+	ck_assert_uint_eq(config.max_batch_bytes, 65536);
+	ck_assert_uint_eq(config.fetch_max_batch, 0);
+	ck_assert_uint_eq(config.fetch_max_wait_ms, 30000);
+	ck_assert_uint_eq(config.max_batch_messages, 1000);
+	ck_assert_uint_eq(config.max_parked_fetches, 10000);
+	config_clear(&config);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Bad values
  * ------------------------------------------------------------------------ */
@@ -460,6 +528,34 @@ START_TEST(test_integer_outside_range_is_rejected)
 			snprintf(text, sizeof(text), "%s = 99999999999999999999\n", range->name);
 		ck_assert_ptr_nonnull(strstr(text_rejected(text), "is out of range"));
 	}
+}
+END_TEST
+
+START_TEST(test_delivery_option_out_of_range_is_rejected_with_file_line_and_option)
+{
+	text_rejected_with("# comment\nack_wait_ms = 0\n", 2,
+	                   "ack_wait_ms: value 0 is out of range (1..86400000)");
+	text_rejected_with("ack_wait_ms = 86400001\n", 1,
+	                   "ack_wait_ms: value 86400001 is out of range (1..86400000)");
+	text_rejected_with("fetch_max_batch = -1\n", 1,
+	                   "fetch_max_batch: value -1 is out of range (0..1000000000)");
+	text_rejected_with("port = 1\nfetch_max_batch = 1000000001\n", 2,
+	                   "fetch_max_batch: value 1000000001 is out of range (0..1000000000)");
+	text_rejected_with("fetch_max_wait_ms = 3600001\n", 1,
+	                   "fetch_max_wait_ms: value 3600001 is out of range (0..3600000)");
+	text_rejected_with("max_batch_messages = 0\n", 1,
+	                   "max_batch_messages: value 0 is out of range (1..1000000)");
+	text_rejected_with("max_batch_messages = 1000001\n", 1,
+	                   "max_batch_messages: value 1000001 is out of range (1..1000000)");
+	text_rejected_with("\n\nmax_batch_bytes = 1023\n", 3,
+	                   "max_batch_bytes: value 1023 is out of range (1024..1073741824)");
+	text_rejected_with("max_batch_bytes = 1073741825\n", 1,
+	                   "max_batch_bytes: value 1073741825 is out of range (1024..1073741824)");
+	text_rejected_with("max_parked_fetches = 10000001\n", 1,
+	                   "max_parked_fetches: value 10000001 is out of range (0..10000000)");
+	text_rejected_with("max_parked_fetches = 99999999999999999999\n", 1,
+	                   "max_parked_fetches: value 99999999999999999999 is out of range (0..10000000)");
+	text_rejected_with("ack_wait_ms = 30s\n", 1, "ack_wait_ms: value '30s' is not an integer");
 }
 END_TEST
 
@@ -704,7 +800,9 @@ START_TEST(test_restart_changes_ignores_reloadable_options)
 	text_accepted("max_pending = 1\nmax_pending_bytes = 2\nmax_message_size = 3\n"
 	              "max_subject_length = 4\npool_size = 5\nasync_queue_size = 6\n"
 	              "subscriber_ttl = 7\nlog_level = \"error\"\nauth_token_file = \"/a\"\n"
-	              "metrics_auth_token_file = \"/b\"\n", &changed);
+	              "metrics_auth_token_file = \"/b\"\nack_wait_ms = 8\nfetch_max_batch = 9\n"
+	              "fetch_max_wait_ms = 10\nmax_batch_messages = 11\nmax_batch_bytes = 1024\n"
+	              "max_parked_fetches = 12\n", &changed);
 	ck_assert_uint_eq(config_restart_changes(&defaults, &changed, reported_add, &reported), 0);
 	ck_assert_uint_eq(reported.count, 0);
 	ck_assert_uint_eq(config_restart_changes(&defaults, &defaults, reported_add, &reported), 0);
@@ -778,6 +876,12 @@ START_TEST(test_keep_restart_options_copies_only_the_restart_only_options)
 	ck_assert_uint_eq(fresh.pool_size, 4);
 	ck_assert_uint_eq(fresh.async_queue_size, 10000);
 	ck_assert_uint_eq(fresh.subscriber_ttl, 3600);
+	ck_assert_uint_eq(fresh.ack_wait_ms, 30000);
+	ck_assert_uint_eq(fresh.fetch_max_batch, 0);
+	ck_assert_uint_eq(fresh.fetch_max_wait_ms, 30000);
+	ck_assert_uint_eq(fresh.max_batch_messages, 1000);
+	ck_assert_uint_eq(fresh.max_batch_bytes, 8388608);
+	ck_assert_uint_eq(fresh.max_parked_fetches, 10000);
 	ck_assert_int_eq(fresh.log_level, LOG_LEVEL_INFO);
 	ck_assert_str_eq(fresh.auth_token_file, "");
 	ck_assert_str_eq(fresh.metrics_auth_token_file, "");
@@ -925,10 +1029,12 @@ static Suite *config_suite(void)
 	tcase_add_test(valid, test_ipv4_and_ipv6_listen_addresses_are_accepted);
 	tcase_add_test(valid, test_later_setting_of_an_option_wins);
 	tcase_add_test(valid, test_comment_characters_inside_quoted_strings_are_kept);
+	tcase_add_test(valid, test_delivery_options_take_valid_values);
 	suite_add_tcase(suite, valid);
 
 	tcase_add_test(invalid, test_negative_integer_is_rejected_with_file_line_and_option);
 	tcase_add_test(invalid, test_integer_outside_range_is_rejected);
+	tcase_add_test(invalid, test_delivery_option_out_of_range_is_rejected_with_file_line_and_option);
 	tcase_add_test(invalid, test_non_integer_is_rejected);
 	tcase_add_test(invalid, test_bad_listen_address_is_rejected);
 	tcase_add_test(invalid, test_bad_log_level_is_rejected);
