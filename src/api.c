@@ -34,6 +34,22 @@ static const struct {
 	[API_TEXT_TOO_LARGE] = TEXT("{\"message\":\"message too large\"}\n"),
 	[API_TEXT_QUEUE_FULL] = TEXT("{\"message\":\"async queue full\"}\n"),
 	[API_TEXT_SERVER_ERROR] = TEXT("{\"message\":\"server error\"}\n"),
+	[API_TEXT_BATCH_TOO_LARGE] = TEXT("{\"message\":\"batch too large\"}\n"),
+	[API_TEXT_GROUP_MISMATCH] = TEXT("{\"message\":\"group options differ\"}\n"),
+	[API_TEXT_NOT_ACK] = TEXT("{\"message\":\"not an ack subscription\"}\n"),
+	[API_TEXT_INVALID_GROUP] = TEXT("{\"message\":\"invalid group\"}\n"),
+	[API_TEXT_INVALID_ACK] = TEXT("{\"message\":\"invalid ack\"}\n"),
+	[API_TEXT_INVALID_ACK_WAIT] = TEXT("{\"message\":\"invalid ack_wait_ms\"}\n"),
+	[API_TEXT_INVALID_MAX_DELIVER] = TEXT("{\"message\":\"invalid max_deliver\"}\n"),
+	[API_TEXT_INVALID_DEAD_LETTER] = TEXT("{\"message\":\"invalid dead_letter\"}\n"),
+	[API_TEXT_INVALID_MAX] = TEXT("{\"message\":\"invalid max\"}\n"),
+	[API_TEXT_INVALID_MAX_BYTES] = TEXT("{\"message\":\"invalid max_bytes\"}\n"),
+	[API_TEXT_INVALID_WAIT] = TEXT("{\"message\":\"invalid wait_ms\"}\n"),
+	[API_TEXT_INVALID_META] = TEXT("{\"message\":\"invalid meta\"}\n"),
+	[API_TEXT_INVALID_PEEK] = TEXT("{\"message\":\"invalid peek\"}\n"),
+	[API_TEXT_INVALID_SEQS] = TEXT("{\"message\":\"invalid seqs\"}\n"),
+	[API_TEXT_INVALID_DELAY] = TEXT("{\"message\":\"invalid delay_ms\"}\n"),
+	[API_TEXT_INVALID_MESSAGES] = TEXT("{\"message\":\"invalid messages\"}\n"),
 };
 #undef TEXT
 
@@ -54,6 +70,7 @@ const char *api_reply_text(enum api_reply_text text, size_t *length)
 
 void api_reply_static(struct api_reply *reply, unsigned status, enum api_reply_text text)
 {
+	reply->hold = NULL;
 	reply->status = status;
 	reply->body = (char *)reply_texts[text].text;
 	reply->body_length = reply_texts[text].length;
@@ -87,7 +104,14 @@ static void reply_broker_status(struct api_reply *reply, enum broker_status stat
 	case BROKER_BAD_ID:
 		api_reply_static(reply, 404, API_TEXT_BAD_ID);
 		break;
+	case BROKER_GROUP_MISMATCH:
+		api_reply_static(reply, 409, API_TEXT_GROUP_MISMATCH);
+		break;
+	case BROKER_NOT_ACK:
+		api_reply_static(reply, 409, API_TEXT_NOT_ACK);
+		break;
 	case BROKER_NO_MEMORY:
+	case BROKER_PARKED:
 	default:
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		break;
@@ -98,7 +122,7 @@ static void reply_broker_status(struct api_reply *reply, enum broker_status stat
  * it is written into one allocation. */
 struct reply_builder {
 	size_t length;     /* counted, then written */
-	bool overflow;
+	bool overflow;     /* more than counted (or than SIZE_MAX) */
 	char *body;
 	char *end;
 };
@@ -124,8 +148,21 @@ static bool builder_start(struct reply_builder *builder)
 	return builder->body != NULL;
 }
 
+/* Whether length more bytes fit what was counted; marks the builder
+ * failed when they do not. */
+static bool builder_room(struct reply_builder *builder, size_t length)
+{
+	if (builder->overflow || length > builder->length - (size_t)(builder->end - builder->body)) {
+		builder->overflow = true;
+		return false;
+	}
+	return true;
+}
+
 static void builder_put(struct reply_builder *builder, const char *text, size_t length)
 {
+	if (!builder_room(builder, length))
+		return;
 	memcpy(builder->end, text, length);
 	builder->end += length;
 }
@@ -134,45 +171,187 @@ static void builder_put(struct reply_builder *builder, const char *text, size_t 
 
 static void builder_put_string(struct reply_builder *builder, const char *text, size_t length)
 {
-	builder->end = escape_json(builder->end, text, length);
+	if (builder_room(builder, escape_json_length(text, length)))
+		builder->end = escape_json(builder->end, text, length);
 }
 
-/* Hands the body over to reply. */
-static void builder_finish(struct reply_builder *builder, struct api_reply *reply, unsigned status)
+/* Writes a decimal number. */
+static void builder_put_number(struct reply_builder *builder, uint64_t number)
 {
+	char digits[20];
+	size_t count = 0;
+
+	do {
+		digits[count++] = (char)('0' + number % 10);
+		number /= 10;
+	} while (number > 0);
+	if (!builder_room(builder, count))
+		return;
+	while (count > 0)
+		*builder->end++ = digits[--count];
+}
+
+static void builder_count_number(struct reply_builder *builder, uint64_t number)
+{
+	size_t digits = 1;
+
+	while (number >= 10) {
+		number /= 10;
+		digits++;
+	}
+	builder_count(builder, digits);
+}
+
+/* Hands the body over to reply.  The two passes must agree: a body that is
+ * not exactly the length counted is a bug, answered 500 rather than sent.
+ * Returns false then. */
+static bool builder_finish(struct reply_builder *builder, struct api_reply *reply, unsigned status)
+{
+	size_t written = (size_t)(builder->end - builder->body);
+
+	if (builder->overflow || written != builder->length) {
+		log_error("reply builder wrote %zu bytes where it counted %zu", written, builder->length);
+		free(builder->body);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+		return false;
+	}
 	*builder->end = '\0';
+	reply->hold = NULL;
 	reply->status = status;
 	reply->body = builder->body;
-	reply->body_length = (size_t)(builder->end - builder->body);
+	reply->body_length = written;
 	reply->text = API_TEXT_NONE;
+	return true;
 }
 
 /* The broker validates subjects itself; an async publish is checked here
  * too so that a bad subject is refused before the request is answered. */
-static bool subject_valid(struct api_context *context, const struct request *request)
+static bool subject_valid(struct api_context *context, const char *subject, size_t length)
 {
 	size_t max_length = (size_t)atomic_load_explicit(&context->max_subject_length, memory_order_relaxed);
-	return broker_subject_valid(request->subject, request->subject_length, max_length);
+	return broker_subject_valid(subject, length, max_length);
 }
 
-static bool data_too_large(struct api_context *context, const struct request *request)
+static bool data_too_large(struct api_context *context, size_t length)
 {
 	uint64_t max_size = atomic_load_explicit(&context->max_message_size, memory_order_relaxed);
-	return max_size != 0 && request->data_length > max_size;
+	return max_size != 0 && length > max_size;
+}
+
+/* An error whose body names the batch message at fault:
+ * {"message":TEXT,"index":i}. */
+static void reply_error_at(struct api_reply *reply, unsigned status, enum api_reply_text text,
+                           size_t index)
+{
+	static const char index_key[] = ",\"index\":";
+	struct reply_builder builder = { 0 };
+	/* The fixed text without its closing "}\n". */
+	size_t message_length = reply_texts[text].length - 2;
+
+	builder_count(&builder, message_length + sizeof(index_key) - 1 + 2);
+	builder_count_number(&builder, index);
+	if (!builder_start(&builder)) {
+		api_reply_static(reply, status, text);
+		return;
+	}
+	builder_put(&builder, reply_texts[text].text, message_length);
+	builder_put(&builder, index_key, sizeof(index_key) - 1);
+	builder_put_number(&builder, index);
+	builder_put_text(&builder, "}\n");
+	builder_finish(&builder, reply, status);
+}
+
+/* {"status":"ok","count":n} */
+static void reply_ok_count(struct api_reply *reply, uint64_t count)
+{
+	static const char prefix[] = "{\"status\":\"ok\",\"count\":";
+	struct reply_builder builder = { 0 };
+
+	builder_count(&builder, sizeof(prefix) - 1 + 2);
+	builder_count_number(&builder, count);
+	if (!builder_start(&builder)) {
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+		return;
+	}
+	builder_put(&builder, prefix, sizeof(prefix) - 1);
+	builder_put_number(&builder, count);
+	builder_put_text(&builder, "}\n");
+	builder_finish(&builder, reply, 200);
+}
+
+/* --- subscribe, unsubscribe -------------------------------------------- */
+
+/* Reads the subscription options.  Returns true, or false with a 400 in
+ * reply. */
+static bool read_subscription(struct api_context *context, const struct request *request,
+                              struct broker_subscription *options, struct api_reply *reply)
+{
+	int64_t number;
+	enum request_field field;
+
+	*options = (struct broker_subscription){0};
+	field = request_string(request, "group", &options->group, &options->group_length);
+	if (field == REQUEST_INVALID ||
+	    (field == REQUEST_PRESENT && !broker_group_valid(options->group, options->group_length))) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_GROUP);
+		return false;
+	}
+	if (request_boolean(request, "ack", &options->ack) == REQUEST_INVALID) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_ACK);
+		return false;
+	}
+	/* The ack options mean nothing without ack: refuse them rather than
+	 * let a client believe they apply. */
+	field = request_integer(request, "ack_wait_ms", 1, BROKER_ACK_WAIT_MAX_MS, &number);
+	if (field == REQUEST_INVALID || (field == REQUEST_PRESENT && !options->ack)) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_ACK_WAIT);
+		return false;
+	}
+	options->ack_wait_ms = field == REQUEST_PRESENT ? (uint64_t)number : 0;
+	field = request_integer(request, "max_deliver", 0, BROKER_MAX_DELIVER_MAX, &number);
+	if (field == REQUEST_INVALID || (field == REQUEST_PRESENT && number > 0 && !options->ack)) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_MAX_DELIVER);
+		return false;
+	}
+	options->max_deliver = field == REQUEST_PRESENT ? (uint32_t)number : 0;
+	field = request_string(request, "dead_letter", &options->dead_letter, &options->dead_letter_length);
+	if (field == REQUEST_INVALID ||
+	    (field == REQUEST_PRESENT &&
+	     (options->max_deliver == 0 ||
+	      !subject_valid(context, options->dead_letter, options->dead_letter_length) ||
+	      (options->dead_letter_length == request->subject_length &&
+	       memcmp(options->dead_letter, request->subject, request->subject_length) == 0)))) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_DEAD_LETTER);
+		return false;
+	}
+	return true;
 }
 
 #define SUBSCRIBE_REPLY_ID       "{\"id\":"
 #define SUBSCRIBE_REPLY_SUBJECT  ",\"subject\":"
+#define SUBSCRIBE_REPLY_GROUP    ",\"group\":"
 #define REPLY_END                "}\n"
 
 static void handle_subscribe(struct api_context *context, const struct request *request,
                              struct api_reply *reply)
 {
 	char id[BROKER_ID_LENGTH + 1];
+	struct broker_subscription options;
 	enum broker_status status;
 	struct reply_builder builder = { 0 };
 
-	status = broker_subscribe(context->broker, request->subject, request->subject_length, id);
+	if (request->tree != NULL) {
+		/* Options exist only in bodies json-c read. */
+		if (!subject_valid(context, request->subject, request->subject_length)) {
+			api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
+			return;
+		}
+		if (!read_subscription(context, request, &options, reply))
+			return;
+	} else {
+		options = (struct broker_subscription){0};
+	}
+	status = broker_subscribe(context->broker, request->subject, request->subject_length, &options, id);
 	if (status != BROKER_OK) {
 		reply_broker_status(reply, status);
 		return;
@@ -180,9 +359,15 @@ static void handle_subscribe(struct api_context *context, const struct request *
 	builder_count(&builder, sizeof(SUBSCRIBE_REPLY_ID SUBSCRIBE_REPLY_SUBJECT REPLY_END) - 1);
 	builder_count_string(&builder, id, BROKER_ID_LENGTH);
 	builder_count_string(&builder, request->subject, request->subject_length);
+	if (options.group_length > 0) {
+		builder_count(&builder, sizeof(SUBSCRIBE_REPLY_GROUP) - 1);
+		builder_count_string(&builder, options.group, options.group_length);
+	}
 	if (!builder_start(&builder)) {
-		/* The subscriber exists but its id cannot be told: let it
-		 * expire rather than guess. */
+		/* The subscriber exists but its id cannot be told: take it
+		 * back rather than leave it to expire. */
+		broker_unsubscribe(context->broker, request->subject, request->subject_length,
+		                   id, BROKER_ID_LENGTH);
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
@@ -190,16 +375,32 @@ static void handle_subscribe(struct api_context *context, const struct request *
 	builder_put_string(&builder, id, BROKER_ID_LENGTH);
 	builder_put_text(&builder, SUBSCRIBE_REPLY_SUBJECT);
 	builder_put_string(&builder, request->subject, request->subject_length);
+	if (options.group_length > 0) {
+		builder_put_text(&builder, SUBSCRIBE_REPLY_GROUP);
+		builder_put_string(&builder, options.group, options.group_length);
+	}
 	builder_put_text(&builder, REPLY_END);
-	builder_finish(&builder, reply, 200);
+	if (!builder_finish(&builder, reply, 200))
+		broker_unsubscribe(context->broker, request->subject, request->subject_length,
+		                   id, BROKER_ID_LENGTH);
 }
+
+static void handle_unsubscribe(struct api_context *context, const struct request *request,
+                               struct api_reply *reply)
+{
+	reply_broker_status(reply, broker_unsubscribe(context->broker, request->subject,
+	                                              request->subject_length,
+	                                              request->id, request->id_length));
+}
+
+/* --- publish ----------------------------------------------------------- */
 
 static void handle_publish(struct api_context *context, const struct request *request,
                            struct api_reply *reply)
 {
 	struct broker_message *message;
 
-	if (data_too_large(context, request)) {
+	if (data_too_large(context, request->data_length)) {
 		api_reply_static(reply, 413, API_TEXT_TOO_LARGE);
 		return;
 	}
@@ -233,11 +434,11 @@ static void handle_publish_async(struct api_context *context, const struct reque
 {
 	struct async_publish *work;
 
-	if (!subject_valid(context, request)) {
+	if (!subject_valid(context, request->subject, request->subject_length)) {
 		api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
 		return;
 	}
-	if (data_too_large(context, request)) {
+	if (data_too_large(context, request->data_length)) {
 		api_reply_static(reply, 413, API_TEXT_TOO_LARGE);
 		return;
 	}
@@ -273,80 +474,408 @@ static void handle_publish_async(struct api_context *context, const struct reque
 	api_reply_static(reply, 200, API_TEXT_OK);
 }
 
-#define FETCH_REPLY_SUBJECT  "{\"subject\":"
-#define FETCH_REPLY_ID       ",\"id\":"
-#define FETCH_REPLY_DATA     ",\"data\":["
-#define FETCH_REPLY_END      "]}\n"
+static void publish_items_release(struct broker_publish_item *items, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		broker_message_release(items[i].message);
+	free(items);
+}
+
+static void handle_publish_batch(struct api_context *context, const struct request *request,
+                                 struct api_reply *reply)
+{
+	struct broker_publish_item *items;
+	struct request_message message;
+	enum broker_status status;
+	size_t count, failed;
+
+	if (request_array(request, "messages", &count) != REQUEST_PRESENT || count == 0) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_MESSAGES);
+		return;
+	}
+	if (count > atomic_load_explicit(&context->max_batch_messages, memory_order_relaxed)) {
+		api_reply_static(reply, 413, API_TEXT_BATCH_TOO_LARGE);
+		return;
+	}
+	/* Every message is judged before anything is stored. */
+	for (size_t i = 0; i < count; i++) {
+		if (!request_array_message(request, "messages", i, &message)) {
+			reply_error_at(reply, 400, API_TEXT_BODY_INVALID, i);
+			return;
+		}
+		if (!subject_valid(context, message.subject, message.subject_length)) {
+			reply_error_at(reply, 400, API_TEXT_INVALID_SUBJECT, i);
+			return;
+		}
+		if (data_too_large(context, message.data_length)) {
+			reply_error_at(reply, 413, API_TEXT_TOO_LARGE, i);
+			return;
+		}
+	}
+	items = calloc(count, sizeof(*items));
+	if (items == NULL) {
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		request_array_message(request, "messages", i, &message);
+		items[i].subject = message.subject;
+		items[i].subject_length = message.subject_length;
+		items[i].message = broker_message_new(message.data, message.data_length);
+		if (items[i].message == NULL) {
+			publish_items_release(items, i);
+			api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+			return;
+		}
+	}
+	status = broker_publish_batch(context->broker, items, count, &failed);
+	publish_items_release(items, count);
+	switch (status) {
+	case BROKER_OK:
+		metrics_observe_batch(count);
+		reply_ok_count(reply, count);
+		break;
+	case BROKER_INVALID_SUBJECT:
+		reply_error_at(reply, 400, API_TEXT_INVALID_SUBJECT, failed);
+		break;
+	case BROKER_NO_SUBSCRIBER:
+		reply_error_at(reply, 404, API_TEXT_NO_SUBSCRIBER, failed);
+		break;
+	case BROKER_OVERFLOW:
+		reply_error_at(reply, 429, API_TEXT_OVERFLOW, failed);
+		break;
+	default:
+		reply_broker_status(reply, status);
+		break;
+	}
+}
+
+/* --- fetch ------------------------------------------------------------- */
+
+/* A fetch parked in the broker.  state says who resumes the request: the
+ * waker, once the transport attached; or the transport, when the waker
+ * came first. */
+enum hold_state { HOLD_PARKED, HOLD_ATTACHED, HOLD_WOKEN };
+
+struct api_hold {
+	struct broker_waiter waiter;
+	atomic_int state;
+	void (*resume)(void *transport);
+	void *transport;
+	bool meta;
+	size_t subject_length;
+	size_t id_length;
+	char names[];                  /* the subject, then the id */
+};
+
+struct fetch_request {
+	struct broker_fetch_options options;
+	uint64_t wait_ms;
+	bool meta;
+};
+
+static bool read_fetch(struct api_context *context, const struct request *request,
+                       struct fetch_request *fetch, struct api_reply *reply)
+{
+	int64_t number;
+	enum request_field field;
+	uint64_t max_wait = atomic_load_explicit(&context->fetch_max_wait_ms, memory_order_relaxed);
+
+	*fetch = (struct fetch_request){ { 0, 0, false }, 0, false };
+	field = request_integer(request, "max", 1, INT64_MAX, &number);
+	if (field == REQUEST_INVALID) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_MAX);
+		return false;
+	}
+	if (field == REQUEST_PRESENT)
+		fetch->options.max = (uint64_t)number > SIZE_MAX ? SIZE_MAX : (size_t)number;
+	field = request_integer(request, "max_bytes", 1, INT64_MAX, &number);
+	if (field == REQUEST_INVALID) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_MAX_BYTES);
+		return false;
+	}
+	if (field == REQUEST_PRESENT)
+		fetch->options.max_bytes = (uint64_t)number > SIZE_MAX ? SIZE_MAX : (size_t)number;
+	field = request_integer(request, "wait_ms", 0, INT64_MAX, &number);
+	if (field == REQUEST_INVALID) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_WAIT);
+		return false;
+	}
+	if (field == REQUEST_PRESENT)
+		fetch->wait_ms = (uint64_t)number < max_wait ? (uint64_t)number : max_wait;
+	if (request_boolean(request, "meta", &fetch->meta) == REQUEST_INVALID) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_META);
+		return false;
+	}
+	if (request_boolean(request, "peek", &fetch->options.peek) == REQUEST_INVALID) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_PEEK);
+		return false;
+	}
+	return true;
+}
+
+#define FETCH_REPLY_SUBJECT   "{\"subject\":"
+#define FETCH_REPLY_ID        ",\"id\":"
+#define FETCH_REPLY_DATA      ",\"data\":["
+#define FETCH_REPLY_MESSAGES  ",\"messages\":["
+#define FETCH_REPLY_END       "]}\n"
+#define META_SEQ              "{\"seq\":"
+#define META_SUBJECT          ",\"subject\":"
+#define META_ATTEMPT          ",\"attempt\":"
+#define META_DATA             ",\"data\":"
+#define META_END              "}"
+
+/* Builds the reply to a fetch of subject and id that took batch: the
+ * original form, or the meta form (seq, subject, attempt per message).
+ * When the reply cannot be built the messages go back to the queue. */
+static void reply_fetched(struct api_context *context, const char *subject, size_t subject_length,
+                          const char *id, size_t id_length, bool meta,
+                          struct broker_batch *batch, struct api_reply *reply)
+{
+	struct reply_builder builder = { 0 };
+
+	meta = meta || batch->ack_queue;
+	builder_count(&builder, sizeof(FETCH_REPLY_SUBJECT FETCH_REPLY_ID FETCH_REPLY_END) - 1);
+	builder_count(&builder, meta ? sizeof(FETCH_REPLY_MESSAGES) - 1 : sizeof(FETCH_REPLY_DATA) - 1);
+	builder_count_string(&builder, subject, subject_length);
+	builder_count_string(&builder, id, id_length);
+	for (size_t i = 0; i < batch->count; i++) {
+		builder_count_string(&builder, batch->messages[i]->data, batch->messages[i]->length);
+		if (meta) {
+			builder_count(&builder, sizeof(META_SEQ META_SUBJECT META_ATTEMPT META_DATA META_END) - 1);
+			builder_count_number(&builder, batch->messages[i]->seq);
+			builder_count_string(&builder, subject, subject_length);
+			builder_count_number(&builder, batch->attempts ? batch->attempts[i] : 1);
+		}
+	}
+	builder_count(&builder, batch->count > 0 ? batch->count - 1 : 0);   /* commas */
+	if (!builder_start(&builder)) {
+		log_error("fetch: out of memory building the reply; %zu message(s) given back", batch->count);
+		broker_batch_give_back(context->broker, id, id_length, batch);
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+		return;
+	}
+	builder_put_text(&builder, FETCH_REPLY_SUBJECT);
+	builder_put_string(&builder, subject, subject_length);
+	builder_put_text(&builder, FETCH_REPLY_ID);
+	builder_put_string(&builder, id, id_length);
+	if (meta)
+		builder_put_text(&builder, FETCH_REPLY_MESSAGES);
+	else
+		builder_put_text(&builder, FETCH_REPLY_DATA);
+	for (size_t i = 0; i < batch->count; i++) {
+		if (i > 0)
+			builder_put_text(&builder, ",");
+		if (meta) {
+			builder_put_text(&builder, META_SEQ);
+			builder_put_number(&builder, batch->messages[i]->seq);
+			builder_put_text(&builder, META_SUBJECT);
+			builder_put_string(&builder, subject, subject_length);
+			builder_put_text(&builder, META_ATTEMPT);
+			builder_put_number(&builder, batch->attempts ? batch->attempts[i] : 1);
+			builder_put_text(&builder, META_DATA);
+		}
+		builder_put_string(&builder, batch->messages[i]->data, batch->messages[i]->length);
+		if (meta)
+			builder_put_text(&builder, META_END);
+	}
+	builder_put_text(&builder, FETCH_REPLY_END);
+	if (builder_finish(&builder, reply, 200))
+		broker_batch_release(batch);
+	else
+		broker_batch_give_back(context->broker, id, id_length, batch);
+}
+
+/* The broker's wake(): from whichever thread completed the fetch. */
+static void hold_wake(struct broker_waiter *waiter)
+{
+	struct api_hold *hold = (struct api_hold *)waiter;
+
+	if (atomic_exchange(&hold->state, HOLD_WOKEN) == HOLD_ATTACHED)
+		hold->resume(hold->transport);
+}
+
+bool api_hold_attach(struct api_hold *hold, void (*resume)(void *transport), void *transport)
+{
+	int expected = HOLD_PARKED;
+
+	hold->resume = resume;
+	hold->transport = transport;
+	return atomic_compare_exchange_strong(&hold->state, &expected, HOLD_ATTACHED);
+}
+
+void api_hold_reply(struct api_context *context, struct api_hold *hold, struct api_reply *reply)
+{
+	if (hold->waiter.status != BROKER_OK)
+		reply_broker_status(reply, hold->waiter.status);
+	else
+		reply_fetched(context, hold->names, hold->subject_length,
+		              hold->names + hold->subject_length, hold->id_length,
+		              hold->meta, &hold->waiter.batch, reply);
+	free(hold);
+}
 
 static void handle_fetch(struct api_context *context, const struct request *request,
                          struct api_reply *reply)
 {
-	struct broker_batch batch = { NULL, 0 };
-	struct reply_builder builder = { 0 };
+	struct fetch_request fetch = { { 0, 0, false }, 0, false };
+	struct broker_batch batch;
 	enum broker_status status;
+	struct api_hold *hold;
 
-	status = broker_fetch(context->broker, request->subject, request->subject_length,
-	                      request->id, request->id_length, &batch);
-	if (status != BROKER_OK) {
-		reply_broker_status(reply, status);
+	if (request->tree != NULL && !read_fetch(context, request, &fetch, reply))
+		return;
+	if (fetch.wait_ms == 0) {
+		status = broker_fetch(context->broker, request->subject, request->subject_length,
+		                      request->id, request->id_length, &fetch.options, &batch);
+		if (status != BROKER_OK) {
+			reply_broker_status(reply, status);
+			return;
+		}
+		reply_fetched(context, request->subject, request->subject_length,
+		              request->id, request->id_length, fetch.meta, &batch, reply);
 		return;
 	}
-
-	builder_count(&builder, sizeof(FETCH_REPLY_SUBJECT FETCH_REPLY_ID FETCH_REPLY_DATA FETCH_REPLY_END) - 1);
-	builder_count_string(&builder, request->subject, request->subject_length);
-	builder_count_string(&builder, request->id, request->id_length);
-	for (size_t i = 0; i < batch.count; i++)
-		builder_count_string(&builder, batch.messages[i]->data, batch.messages[i]->length);
-	builder_count(&builder, batch.count > 0 ? batch.count - 1 : 0);   /* commas */
-	if (!builder_start(&builder)) {
-		/* The messages were taken from the queue and cannot be put back
-		 * in order; this only happens when memory is exhausted. */
-		log_error("fetch: out of memory building the reply; %zu message(s) lost", batch.count);
+	hold = calloc(1, sizeof(*hold) + request->subject_length + request->id_length);
+	if (hold == NULL) {
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
-		broker_batch_release(&batch);
 		return;
 	}
-	builder_put_text(&builder, FETCH_REPLY_SUBJECT);
-	builder_put_string(&builder, request->subject, request->subject_length);
-	builder_put_text(&builder, FETCH_REPLY_ID);
-	builder_put_string(&builder, request->id, request->id_length);
-	builder_put_text(&builder, FETCH_REPLY_DATA);
-	for (size_t i = 0; i < batch.count; i++) {
-		if (i > 0)
-			builder_put_text(&builder, ",");
-		builder_put_string(&builder, batch.messages[i]->data, batch.messages[i]->length);
+	hold->waiter.wake = hold_wake;
+	hold->meta = fetch.meta;
+	hold->subject_length = request->subject_length;
+	hold->id_length = request->id_length;
+	memcpy(hold->names, request->subject, request->subject_length);
+	memcpy(hold->names + request->subject_length, request->id, request->id_length);
+	atomic_init(&hold->state, HOLD_PARKED);
+	status = broker_fetch_wait(context->broker, request->subject, request->subject_length,
+	                           request->id, request->id_length, &fetch.options, fetch.wait_ms,
+	                           &hold->waiter);
+	if (status == BROKER_PARKED) {
+		reply->status = 0;
+		reply->body = NULL;
+		reply->body_length = 0;
+		reply->text = API_TEXT_NONE;
+		reply->hold = hold;
+		return;
 	}
-	builder_put_text(&builder, FETCH_REPLY_END);
-	builder_finish(&builder, reply, 200);
-	broker_batch_release(&batch);
+	if (status != BROKER_OK)
+		reply_broker_status(reply, status);
+	else
+		reply_fetched(context, request->subject, request->subject_length,
+		              request->id, request->id_length, fetch.meta, &hold->waiter.batch, reply);
+	free(hold);
 }
 
-void api_handle(struct api_context *context, enum api_endpoint endpoint,
+/* --- acknowledgements -------------------------------------------------- */
+
+enum settle_kind { SETTLE_ACK, SETTLE_NACK, SETTLE_EXTEND };
+
+static void handle_settle(struct api_context *context, const struct request *request,
+                          struct api_reply *reply, enum settle_kind kind)
+{
+	uint64_t *seqs = NULL;
+	int64_t number, delay_ms = 0;
+	size_t count = 0, settled = 0;
+	enum broker_status status;
+
+	if (request_array(request, "seqs", &count) != REQUEST_PRESENT) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_SEQS);
+		return;
+	}
+	if (kind == SETTLE_NACK &&
+	    request_integer(request, "delay_ms", 0, BROKER_DELAY_MAX_MS, &delay_ms) == REQUEST_INVALID) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_DELAY);
+		return;
+	}
+	if (count > 0) {
+		seqs = malloc(count * sizeof(*seqs));
+		if (seqs == NULL) {
+			api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+			return;
+		}
+	}
+	for (size_t i = 0; i < count; i++) {
+		if (!request_array_integer(request, "seqs", i, 1, INT64_MAX, &number)) {
+			free(seqs);
+			api_reply_static(reply, 400, API_TEXT_INVALID_SEQS);
+			return;
+		}
+		seqs[i] = (uint64_t)number;
+	}
+	switch (kind) {
+	case SETTLE_ACK:
+		status = broker_ack(context->broker, request->subject, request->subject_length,
+		                    request->id, request->id_length, seqs, count, &settled);
+		break;
+	case SETTLE_NACK:
+		status = broker_nack(context->broker, request->subject, request->subject_length,
+		                     request->id, request->id_length, seqs, count, (uint64_t)delay_ms, &settled);
+		break;
+	case SETTLE_EXTEND:
+	default:
+		status = broker_extend(context->broker, request->subject, request->subject_length,
+		                       request->id, request->id_length, seqs, count, &settled);
+		break;
+	}
+	free(seqs);
+	if (status == BROKER_OK)
+		reply_ok_count(reply, settled);
+	else
+		reply_broker_status(reply, status);
+}
+
+static void handle_ack(struct api_context *context, const struct request *request,
+                       struct api_reply *reply)
+{
+	handle_settle(context, request, reply, SETTLE_ACK);
+}
+
+static void handle_nack(struct api_context *context, const struct request *request,
+                        struct api_reply *reply)
+{
+	handle_settle(context, request, reply, SETTLE_NACK);
+}
+
+static void handle_extend(struct api_context *context, const struct request *request,
+                          struct api_reply *reply)
+{
+	handle_settle(context, request, reply, SETTLE_EXTEND);
+}
+
+/* --- the table --------------------------------------------------------- */
+
+const struct api_endpoint api_endpoints[] = {
+	{ "/api/publish",       "publish",       API_BODY_MESSAGE, handle_publish },
+	{ "/api/publish/async", "publish_async", API_BODY_MESSAGE, handle_publish_async },
+	{ "/api/publish/batch", "publish_batch", API_BODY_BATCH,   handle_publish_batch },
+	{ "/api/subscribe",     "subscribe",     API_BODY_MESSAGE, handle_subscribe },
+	{ "/api/unsubscribe",   "unsubscribe",   API_BODY_MESSAGE, handle_unsubscribe },
+	{ "/api/fetch",         "fetch",         API_BODY_MESSAGE, handle_fetch },
+	{ "/api/ack",           "ack",           API_BODY_MESSAGE, handle_ack },
+	{ "/api/nack",          "nack",          API_BODY_MESSAGE, handle_nack },
+	{ "/api/extend",        "extend",        API_BODY_MESSAGE, handle_extend },
+};
+const size_t api_endpoint_count = sizeof(api_endpoints) / sizeof(api_endpoints[0]);
+
+const struct api_endpoint *api_endpoint_find(const char *path)
+{
+	for (size_t i = 0; i < api_endpoint_count; i++)
+		if (strcmp(path, api_endpoints[i].path) == 0)
+			return &api_endpoints[i];
+	return NULL;
+}
+
+void api_handle(struct api_context *context, const struct api_endpoint *endpoint,
                 const char *body, size_t body_length, struct api_reply *reply)
 {
 	struct request request;
 
+	reply->hold = NULL;
 	if (!request_read(&request, body, body_length)) {
 		api_reply_static(reply, 400, API_TEXT_BODY_INVALID);
 		return;
 	}
-
-	switch (endpoint) {
-	case API_SUBSCRIBE:
-		handle_subscribe(context, &request, reply);
-		break;
-	case API_PUBLISH:
-		handle_publish(context, &request, reply);
-		break;
-	case API_PUBLISH_ASYNC:
-		handle_publish_async(context, &request, reply);
-		break;
-	case API_FETCH:
-		handle_fetch(context, &request, reply);
-		break;
-	default:
-		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
-		break;
-	}
+	endpoint->handle(context, &request, reply);
 	request_release(&request);
 }

@@ -1,9 +1,16 @@
 /* api.h - the API's request semantics, independent of the HTTP transport.
  *
- * api_handle() takes an endpoint and a request body, validates and parses
- * it (JSON), calls the broker and produces the status and JSON body to send
- * back.  The HTTP layer only routes, reads bodies and writes replies, so
- * tests and fuzzers can drive the exact code path of a request body here.
+ * api_endpoints[] is the one table of the API: each row names a path, the
+ * "method" label of its metrics, how large its body may be, and the handler
+ * that turns a request body into a reply.  The HTTP layer routes by it and
+ * the metrics take their labels from it, so a new endpoint is one row and
+ * one handler.
+ *
+ * api_handle() validates and parses a body (JSON), calls the broker and
+ * produces the status and JSON body to send back, or a hold: a fetch
+ * parked until a message arrives (see struct api_hold).  The HTTP layer only
+ * routes, reads bodies and writes replies, so tests and fuzzers can drive
+ * the exact code path of a request body here.
  */
 #ifndef GOPHERMQ_API_H
 #define GOPHERMQ_API_H
@@ -15,13 +22,6 @@
 #include "broker.h"
 #include "pool.h"
 
-enum api_endpoint {
-	API_PUBLISH = 0,
-	API_PUBLISH_ASYNC,
-	API_SUBSCRIBE,
-	API_FETCH,
-};
-
 /* What api_handle() needs: shared by all HTTP threads.  The limits may be
  * changed by a reload at any time, hence atomics; the pointers are fixed
  * while serving. */
@@ -30,6 +30,9 @@ struct api_context {
 	struct pool *pool;                     /* NULL: async publishes get 503 */
 	_Atomic uint64_t max_message_size;     /* bytes of decoded data; 0 = none */
 	_Atomic uint64_t max_subject_length;   /* same value as the broker's limit */
+	_Atomic uint64_t fetch_max_wait_ms;    /* longest wait_ms a fetch gets */
+	_Atomic uint64_t max_batch_messages;   /* messages per batch publish */
+	_Atomic uint64_t max_batch_bytes;      /* body of a batch publish */
 };
 
 /* The fixed reply bodies, so that the transport can prepare each once. */
@@ -44,25 +47,78 @@ enum api_reply_text {
 	API_TEXT_TOO_LARGE,
 	API_TEXT_QUEUE_FULL,
 	API_TEXT_SERVER_ERROR,
+	API_TEXT_BATCH_TOO_LARGE,
+	API_TEXT_GROUP_MISMATCH,
+	API_TEXT_NOT_ACK,
+	API_TEXT_INVALID_GROUP,
+	API_TEXT_INVALID_ACK,
+	API_TEXT_INVALID_ACK_WAIT,
+	API_TEXT_INVALID_MAX_DELIVER,
+	API_TEXT_INVALID_DEAD_LETTER,
+	API_TEXT_INVALID_MAX,
+	API_TEXT_INVALID_MAX_BYTES,
+	API_TEXT_INVALID_WAIT,
+	API_TEXT_INVALID_META,
+	API_TEXT_INVALID_PEEK,
+	API_TEXT_INVALID_SEQS,
+	API_TEXT_INVALID_DELAY,
+	API_TEXT_INVALID_MESSAGES,
 	API_TEXT_COUNT,
 };
 
+struct api_hold;
+
 /* A reply.  With text API_TEXT_NONE, body is malloc'ed and the caller must
- * free it (api_reply_free); otherwise it is static text. */
+ * free it (api_reply_free); otherwise it is static text.  When hold is set
+ * there is no reply yet (status 0): see api_hold_attach(). */
 struct api_reply {
 	unsigned status;
 	char *body;
 	size_t body_length;
 	enum api_reply_text text;
+	struct api_hold *hold;
 };
+
+struct request;
+
+/* Which limit bounds a body: max_message_size plus room for the JSON
+ * around it, or max_batch_bytes. */
+enum api_body_kind {
+	API_BODY_MESSAGE,
+	API_BODY_BATCH,
+};
+
+struct api_endpoint {
+	const char *path;            /* POST only */
+	const char *label;           /* the metrics' method label */
+	enum api_body_kind body;
+	void (*handle)(struct api_context *context, const struct request *request,
+	               struct api_reply *reply);
+};
+
+extern const struct api_endpoint api_endpoints[];
+extern const size_t api_endpoint_count;
+
+/* The row for path (NUL-terminated), or NULL. */
+const struct api_endpoint *api_endpoint_find(const char *path);
 
 /* The body of a fixed reply and its length. */
 const char *api_reply_text(enum api_reply_text text, size_t *length);
 
 /* Handles one request body (body_length bytes, need not be NUL-terminated).
  * Always fills reply; never fails (out of memory gives a 500 reply). */
-void api_handle(struct api_context *context, enum api_endpoint endpoint,
+void api_handle(struct api_context *context, const struct api_endpoint *endpoint,
                 const char *body, size_t body_length, struct api_reply *reply);
+
+/* A held fetch.  The transport suspends the request, then attaches resume
+ * and its own pointer: resume(transport) is called once, from any thread,
+ * when the answer is ready.  Returns false when the answer was ready
+ * before (the transport then resumes by itself).  Either way it later
+ * calls api_hold_reply() from the request's thread. */
+bool api_hold_attach(struct api_hold *hold, void (*resume)(void *transport), void *transport);
+
+/* Fills reply with the held fetch's answer and frees hold. */
+void api_hold_reply(struct api_context *context, struct api_hold *hold, struct api_reply *reply);
 
 /* Fills reply with a fixed body. */
 void api_reply_static(struct api_reply *reply, unsigned status, enum api_reply_text text);

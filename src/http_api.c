@@ -38,28 +38,6 @@
 
 #define REPLY_SHUTTING_DOWN      "{\"message\":\"shutting down\"}\n"
 
-enum route {
-	ROUTE_PUBLISH,
-	ROUTE_PUBLISH_ASYNC,
-	ROUTE_SUBSCRIBE,
-	ROUTE_FETCH,
-	ROUTE_READY,
-	ROUTE_UNKNOWN,
-};
-
-static const struct {
-	const char *path;
-	enum route route;
-	enum api_endpoint endpoint;
-	enum metrics_method method;
-} api_routes[] = {
-	{ "/api/publish", ROUTE_PUBLISH, API_PUBLISH, METRICS_PUBLISH },
-	{ "/api/publish/async", ROUTE_PUBLISH_ASYNC, API_PUBLISH_ASYNC, METRICS_PUBLISH_ASYNC },
-	{ "/api/subscribe", ROUTE_SUBSCRIBE, API_SUBSCRIBE, METRICS_SUBSCRIBE },
-	{ "/api/fetch", ROUTE_FETCH, API_FETCH, METRICS_FETCH },
-};
-#define API_ROUTE_COUNT (sizeof(api_routes) / sizeof(api_routes[0]))
-
 /* Per-connection state, also used as the per-request context. */
 struct connection {
 	struct connection *previous;   /* in http_api.connections_list */
@@ -73,7 +51,10 @@ struct connection {
 	size_t body_length;
 	size_t body_capacity;
 	bool body_too_large;
-	size_t route_index;
+	const struct api_endpoint *endpoint;   /* the route; NULL: none */
+	struct MHD_Connection *mhd;
+	struct api_hold *hold;         /* a held fetch, suspended */
+	atomic_bool held;              /* hold is set: the sweep leaves it alone */
 	struct timespec started;
 	bool has_early_reply;     /* answer with early, whatever the body */
 	bool replied;             /* a reply is queued; drop the rest */
@@ -153,10 +134,14 @@ static double seconds_since(const struct timespec *start)
 	return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
-static size_t body_limit(const struct http_api *http)
+/* The largest body the request's endpoint takes. */
+static size_t body_limit(const struct http_api *http, const struct connection *state)
 {
-	uint64_t max_size = atomic_load_explicit(&http->api->max_message_size, memory_order_relaxed);
+	uint64_t max_size;
 
+	if (state->endpoint != NULL && state->endpoint->body == API_BODY_BATCH)
+		return (size_t)atomic_load_explicit(&http->api->max_batch_bytes, memory_order_relaxed);
+	max_size = atomic_load_explicit(&http->api->max_message_size, memory_order_relaxed);
 	return (size_t)max_size + BODY_ENVELOPE;
 }
 
@@ -166,7 +151,7 @@ static bool body_append(struct http_api *http, struct connection *state, const c
 {
 	if (state->body_too_large)
 		return true;
-	if (size > body_limit(http) - state->body_length) {
+	if (size > body_limit(http, state) - state->body_length) {
 		state->body_too_large = true;
 		return true;
 	}
@@ -219,7 +204,7 @@ static enum MHD_Result request_check_length(struct http_api *http, struct MHD_Co
 		return MHD_YES;
 	errno = 0;
 	length = strtoull(declared, &end, 10);
-	if (errno == 0 && *end == '\0' && length <= body_limit(http))
+	if (errno == 0 && *end == '\0' && length <= body_limit(http, state))
 		return MHD_YES;
 	state->body_too_large = true;
 	if (MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT) == NULL)
@@ -236,7 +221,7 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 	state->body_too_large = false;
 	state->has_early_reply = false;
 	state->replied = false;
-	state->route_index = API_ROUTE_COUNT;
+	state->endpoint = NULL;
 	clock_gettime(CLOCK_MONOTONIC, &state->started);
 
 	if (strcmp(url, "/ready") == 0) {
@@ -259,15 +244,53 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 		return MHD_YES;
 	}
 
-	for (size_t i = 0; i < API_ROUTE_COUNT; i++) {
-		if (strcmp(url, api_routes[i].path) == 0) {
-			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-				return reply_early(state, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_REPLY_METHOD_NOT_ALLOWED);
-			state->route_index = i;
-			return request_check_length(http, connection, state);
-		}
+	state->endpoint = api_endpoint_find(url);
+	if (state->endpoint == NULL)
+		return reply_early(state, MHD_HTTP_NOT_FOUND, HTTP_REPLY_NOT_FOUND);
+	if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+		state->endpoint = NULL;
+		return reply_early(state, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_REPLY_METHOD_NOT_ALLOWED);
 	}
-	return reply_early(state, MHD_HTTP_NOT_FOUND, HTTP_REPLY_NOT_FOUND);
+	return request_check_length(http, connection, state);
+}
+
+/* The broker's answer to a held fetch is ready: from any thread. */
+static void request_resume(void *transport)
+{
+	struct connection *state = transport;
+
+	MHD_resume_connection(state->mhd);
+}
+
+/* Parks the request until its held fetch is answered: suspended, it costs
+ * no thread and no polling. */
+static enum MHD_Result request_hold(struct MHD_Connection *connection, struct connection *state,
+                                    struct api_hold *hold)
+{
+	state->hold = hold;
+	state->mhd = connection;
+	atomic_store_explicit(&state->held, true, memory_order_relaxed);
+	MHD_suspend_connection(connection);
+	if (!api_hold_attach(hold, request_resume, state))
+		MHD_resume_connection(connection);   /* answered already */
+	return MHD_YES;
+}
+
+static enum MHD_Result request_reply(struct http_api *http, struct MHD_Connection *connection,
+                                     struct connection *state, struct api_reply *reply);
+
+/* The first call after a held fetch was resumed. */
+static enum MHD_Result request_resumed(struct http_api *http, struct MHD_Connection *connection,
+                                       struct connection *state)
+{
+	struct api_reply reply;
+	struct api_hold *hold = state->hold;
+
+	state->hold = NULL;
+	atomic_store_explicit(&state->held, false, memory_order_relaxed);
+	atomic_store_explicit(&state->idle_since_ms, monotonic_ms(), memory_order_relaxed);
+	api_hold_reply(http->api, hold, &reply);
+	return request_reply(http, connection, state, &reply);
 }
 
 /* The last call for a request: the whole body is in state. */
@@ -275,7 +298,6 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
                                       struct connection *state)
 {
 	struct api_reply reply;
-	struct http_reply http_reply;
 	bool quiescing = atomic_load_explicit(&http->quiescing, memory_order_relaxed);
 
 	if (state->has_early_reply && !state->body_too_large) {
@@ -283,14 +305,27 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 		return http_server_reply(connection, &state->early);
 	}
 	if (state->body_too_large) {
-		api_reply_static(&reply, MHD_HTTP_CONTENT_TOO_LARGE, API_TEXT_TOO_LARGE);
+		api_reply_static(&reply, MHD_HTTP_CONTENT_TOO_LARGE,
+		                 state->endpoint != NULL && state->endpoint->body == API_BODY_BATCH
+		                 ? API_TEXT_BATCH_TOO_LARGE : API_TEXT_TOO_LARGE);
 	} else {
-		api_handle(http->api, api_routes[state->route_index].endpoint,
-		           state->body, state->body_length, &reply);
+		api_handle(http->api, state->endpoint, state->body, state->body_length, &reply);
+		if (reply.hold != NULL)
+			return request_hold(connection, state, reply.hold);
 	}
+	return request_reply(http, connection, state, &reply);
+}
 
-	if (state->route_index < API_ROUTE_COUNT)
-		metrics_observe_request(api_routes[state->route_index].method, reply.status,
+/* Sends reply and counts it. */
+static enum MHD_Result request_reply(struct http_api *http, struct MHD_Connection *connection,
+                                     struct connection *state, struct api_reply *reply_pointer)
+{
+	struct api_reply reply = *reply_pointer;
+	struct http_reply http_reply;
+	bool quiescing = atomic_load_explicit(&http->quiescing, memory_order_relaxed);
+
+	if (state->endpoint != NULL)
+		metrics_observe_request((size_t)(state->endpoint - api_endpoints), reply.status,
 		                        seconds_since(&state->started));
 
 	/* After an oversized body the rest of it is not worth reading. */
@@ -328,6 +363,8 @@ static enum MHD_Result http_api_handle(void *context, struct MHD_Connection *con
 		atomic_fetch_add_explicit(&http->requests_in_flight, 1, memory_order_relaxed);
 		return request_begin(http, connection, state, url, method);
 	}
+	if (state->hold != NULL)
+		return request_resumed(http, connection, state);
 	if (*upload_data_size != 0) {
 		size_t size = *upload_data_size;
 
@@ -336,7 +373,7 @@ static enum MHD_Result http_api_handle(void *context, struct MHD_Connection *con
 			return MHD_YES;
 		if (state->has_early_reply) {
 			/* Read and dropped, within the usual body limit. */
-			if (size > body_limit(http) - state->body_length)
+			if (size > body_limit(http, state) - state->body_length)
 				state->body_too_large = true;
 			else
 				state->body_length += size;
@@ -572,7 +609,7 @@ unsigned http_api_sweep(struct http_api *http)
 	for (struct connection *state = http->connections_list; state != NULL; state = state->next) {
 		uint64_t since = atomic_load_explicit(&state->idle_since_ms, memory_order_relaxed);
 
-		if (state->cut_off || state->fd < 0)
+		if (state->cut_off || state->fd < 0 || atomic_load_explicit(&state->held, memory_order_relaxed))
 			continue;
 		if (limit != 0 && now >= since && now - since > limit) {
 			/* The owning thread sees the socket end and cleans up. */

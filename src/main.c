@@ -188,6 +188,19 @@ static void broker_limits_from_config(const struct config *config, struct broker
 	limits->max_pending = config->max_pending;
 	limits->max_pending_bytes = config->max_pending_bytes;
 	limits->max_subject_length = (size_t)config->max_subject_length;
+	limits->ack_wait_ms = config->ack_wait_ms;
+	limits->fetch_max_batch = config->fetch_max_batch;
+	limits->max_parked_fetches = config->max_parked_fetches;
+}
+
+/* The API's reloadable limits. */
+static void api_limits_from_config(struct api_context *api, const struct config *config)
+{
+	atomic_store(&api->max_message_size, config->max_message_size);
+	atomic_store(&api->max_subject_length, config->max_subject_length);
+	atomic_store(&api->fetch_max_wait_ms, config->fetch_max_wait_ms);
+	atomic_store(&api->max_batch_messages, config->max_batch_messages);
+	atomic_store(&api->max_batch_bytes, config->max_batch_bytes);
 }
 
 /* Applies every reloadable option of config to the running modules. */
@@ -197,8 +210,7 @@ static void daemon_apply_live_options(struct daemon *daemon, const struct config
 
 	broker_limits_from_config(config, &limits);
 	broker_set_limits(daemon->broker, &limits);
-	atomic_store(&daemon->api.max_message_size, config->max_message_size);
-	atomic_store(&daemon->api.max_subject_length, config->max_subject_length);
+	api_limits_from_config(&daemon->api, config);
 	if (pool_resize(daemon->pool, config->pool_size, config->async_queue_size) != 0)
 		log_warning("could not start all %u async workers; running with %u",
 		            config->pool_size, pool_threads(daemon->pool));
@@ -343,8 +355,11 @@ static int daemon_start(struct daemon *daemon)
 		return -1;
 	daemon->api.broker = daemon->broker;
 	daemon->api.pool = daemon->pool;
-	atomic_init(&daemon->api.max_message_size, daemon->config.max_message_size);
-	atomic_init(&daemon->api.max_subject_length, daemon->config.max_subject_length);
+	api_limits_from_config(&daemon->api, &daemon->config);
+	if (broker_timer_start(daemon->broker) != 0) {
+		log_error("cannot start the timer thread: %s", strerror(errno));
+		return -1;
+	}
 
 	http_options = (struct http_api_options) {
 		.listen = daemon->config.listen,
@@ -387,7 +402,13 @@ static void daemon_stop(struct daemon *daemon)
 	struct broker_stats stats;
 
 	if (daemon->http != NULL) {
-		unsigned left = http_api_quiesce(daemon->http, SHUTDOWN_GRACE_MS);
+		unsigned left;
+
+		/* Held fetches are answered with what they have, and no fetch
+		 * is held from now on, so the requests in flight can finish. */
+		if (daemon->broker != NULL)
+			broker_wake_all(daemon->broker);
+		left = http_api_quiesce(daemon->http, SHUTDOWN_GRACE_MS);
 		if (left != 0)
 			log_warning("shutdown: %u request(s) still in flight after %u ms; closing", left,
 			            SHUTDOWN_GRACE_MS);
@@ -592,7 +613,14 @@ int main(int argc, char **argv)
 	 * keeps big request bodies and fetch replies in mmap'ed chunks that
 	 * go back to the system when freed, so RSS follows the load down. */
 	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-	metrics_init();
+	{
+		const char *labels[METRICS_MAX_METHODS];
+		size_t count = api_endpoint_count < METRICS_MAX_METHODS ? api_endpoint_count : METRICS_MAX_METHODS;
+
+		for (size_t i = 0; i < count; i++)
+			labels[i] = api_endpoints[i].label;
+		metrics_init(labels, count);
+	}
 	daemon.start_time = (double)time(NULL);
 	if (daemon_start(&daemon) == 0 && (options.pid_file == NULL || pid_file_write(options.pid_file) == 0)) {
 		background_report(status_fd, true);

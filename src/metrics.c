@@ -18,19 +18,19 @@
 #include "metrics.h"
 
 /* The status codes the API answers; anything else is counted as "other". */
-static const unsigned tracked_codes[] = { 200, 204, 400, 401, 404, 405, 413, 429, 500, 503 };
+static const unsigned tracked_codes[] = { 200, 204, 400, 401, 404, 405, 409, 413, 429, 500, 503 };
 #define CODE_COUNT (sizeof(tracked_codes) / sizeof(tracked_codes[0]) + 1)
 
 /* Prometheus' default buckets, as the original used. */
 static const double bucket_bounds[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
 #define BUCKET_COUNT (sizeof(bucket_bounds) / sizeof(bucket_bounds[0]))
 
-static const char *const method_names[METRICS_METHOD_COUNT] = {
-	[METRICS_PUBLISH] = "publish",
-	[METRICS_PUBLISH_ASYNC] = "publish_async",
-	[METRICS_SUBSCRIBE] = "subscribe",
-	[METRICS_FETCH] = "fetch",
-};
+/* Messages per batch publish. */
+static const double batch_bounds[] = { 1, 10, 100, 1000, 10000 };
+#define BATCH_BUCKET_COUNT (sizeof(batch_bounds) / sizeof(batch_bounds[0]))
+
+static const char *method_names[METRICS_MAX_METHODS];
+static size_t method_count;
 
 struct request_series {
 	atomic_uint_fast64_t count;
@@ -38,13 +38,30 @@ struct request_series {
 	atomic_uint_fast64_t buckets[BUCKET_COUNT + 1]; /* last: above every bound (+Inf) */
 };
 
-static struct request_series request_series[METRICS_METHOD_COUNT][CODE_COUNT];
+static struct request_series request_series[METRICS_MAX_METHODS][CODE_COUNT];
 static atomic_uint_fast64_t event_counts[METRICS_EVENT_COUNT];
+static atomic_uint_fast64_t batch_buckets[BATCH_BUCKET_COUNT + 1];
+static atomic_uint_fast64_t batch_messages;
 
-void metrics_init(void)
+void metrics_init(const char *const *method_labels, size_t count)
 {
 	memset(request_series, 0, sizeof(request_series));
 	memset(event_counts, 0, sizeof(event_counts));
+	memset(batch_buckets, 0, sizeof(batch_buckets));
+	atomic_store(&batch_messages, 0);
+	method_count = count < METRICS_MAX_METHODS ? count : METRICS_MAX_METHODS;
+	for (size_t i = 0; i < method_count; i++)
+		method_names[i] = method_labels[i];
+}
+
+void metrics_observe_batch(size_t messages)
+{
+	size_t bucket = 0;
+
+	while (bucket < BATCH_BUCKET_COUNT && (double)messages > batch_bounds[bucket])
+		bucket++;
+	atomic_fetch_add_explicit(&batch_buckets[bucket], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&batch_messages, messages, memory_order_relaxed);
 }
 
 static size_t code_index(unsigned status)
@@ -55,12 +72,12 @@ static size_t code_index(unsigned status)
 	return CODE_COUNT - 1;
 }
 
-void metrics_observe_request(enum metrics_method method, unsigned status, double seconds)
+void metrics_observe_request(size_t method, unsigned status, double seconds)
 {
 	struct request_series *series;
 	size_t bucket = 0;
 
-	if ((unsigned)method >= METRICS_METHOD_COUNT)
+	if (method >= method_count)
 		return;
 	series = &request_series[method][code_index(status)];
 	while (bucket < BUCKET_COUNT && seconds > bucket_bounds[bucket])
@@ -146,7 +163,7 @@ static void render_requests(struct text *text)
 
 	render_family(text, "gophermq_client_request_rate", "counter",
 	              "API requests answered, by method and HTTP status code.");
-	for (size_t m = 0; m < METRICS_METHOD_COUNT; m++) {
+	for (size_t m = 0; m < method_count; m++) {
 		for (size_t c = 0; c < CODE_COUNT; c++) {
 			uint64_t count = atomic_load_explicit(&request_series[m][c].count, memory_order_relaxed);
 			if (count == 0)
@@ -159,7 +176,7 @@ static void render_requests(struct text *text)
 
 	render_family(text, "gophermq_request_duration_seconds", "histogram",
 	              "API request latency in seconds, by method and HTTP status code.");
-	for (size_t m = 0; m < METRICS_METHOD_COUNT; m++) {
+	for (size_t m = 0; m < method_count; m++) {
 		for (size_t c = 0; c < CODE_COUNT; c++) {
 			struct request_series *series = &request_series[m][c];
 			uint64_t cumulative = 0;
@@ -185,6 +202,28 @@ static void render_requests(struct text *text)
 			            method_names[m], code, (unsigned long long)cumulative);
 		}
 	}
+}
+
+static void render_batches(struct text *text)
+{
+	uint64_t cumulative = 0;
+
+	render_family(text, "gophermq_batch_messages", "histogram",
+	              "Messages per accepted batch publish.");
+	for (size_t b = 0; b <= BATCH_BUCKET_COUNT; b++) {
+		cumulative += atomic_load_explicit(&batch_buckets[b], memory_order_relaxed);
+		if (b < BATCH_BUCKET_COUNT)
+			text_printf(text, "gophermq_batch_messages_bucket{le=\"%g\"} %llu\n",
+			            batch_bounds[b], (unsigned long long)cumulative);
+		else
+			text_printf(text, "gophermq_batch_messages_bucket{le=\"+Inf\"} %llu\n",
+			            (unsigned long long)cumulative);
+	}
+	text_printf(text, "gophermq_batch_messages_sum %llu\n",
+	            (unsigned long long)atomic_load_explicit(&batch_messages, memory_order_relaxed));
+	text_printf(text, "gophermq_batch_messages_count %llu\n", (unsigned long long)cumulative);
+	render_value(text, "gophermq_batch_publishes_total", "counter",
+	             "Batch publishes accepted.", cumulative);
 }
 
 static uint64_t event_value(enum metrics_event event)
@@ -225,6 +264,25 @@ size_t metrics_render(const struct metrics_snapshot *snapshot, char **result)
 	             "Subscribers removed after subscriber_ttl seconds without a fetch.", broker->expired_subscribers);
 	render_value(&text, "gophermq_expired_messages_total", "counter",
 	             "Pending message copies freed with expired subscribers.", broker->expired_messages);
+	render_value(&text, "gophermq_inflight_messages", "gauge",
+	             "Message copies fetched by ack subscriptions and not yet acknowledged.", broker->in_flight);
+	render_value(&text, "gophermq_acked_total", "counter",
+	             "In-flight message copies acknowledged.", broker->acked);
+	render_value(&text, "gophermq_nacked_total", "counter",
+	             "In-flight message copies given back with nack.", broker->nacked);
+	render_value(&text, "gophermq_redelivered_total", "counter",
+	             "Message copies handed out again (attempt 2 and later).", broker->redelivered);
+	render_value(&text, "gophermq_dead_lettered_total", "counter",
+	             "Messages published to a dead_letter subject after max_deliver attempts.",
+	             broker->dead_lettered);
+	render_value(&text, "gophermq_max_deliver_dropped_total", "counter",
+	             "Messages dropped after max_deliver attempts (no dead_letter, or it had no subscriber).",
+	             broker->max_deliver_dropped);
+	render_value(&text, "gophermq_parked_fetches", "gauge",
+	             "Fetches held waiting for a message (wait_ms).", broker->parked);
+	render_value(&text, "gophermq_groups", "gauge",
+	             "Consumer groups.", broker->groups);
+	render_batches(&text);
 	render_value(&text, "gophermq_async_queue_depth", "gauge",
 	             "Async publishes waiting for a worker.", snapshot->async_queue_depth);
 	render_value(&text, "gophermq_async_workers", "gauge",

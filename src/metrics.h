@@ -11,14 +11,9 @@
 
 #include "broker.h"
 
-/* The "method" label of the request families. */
-enum metrics_method {
-	METRICS_PUBLISH = 0,
-	METRICS_PUBLISH_ASYNC,
-	METRICS_SUBSCRIBE,
-	METRICS_FETCH,
-	METRICS_METHOD_COUNT,
-};
+/* Most values of the "method" label of the request families; the labels
+ * themselves come from the API's endpoint table (metrics_init). */
+#define METRICS_MAX_METHODS 16
 
 /* Counted events besides requests. */
 enum metrics_event {
@@ -40,10 +35,16 @@ struct metrics_snapshot {
 	double start_time_seconds;   /* Unix time the daemon started */
 };
 
-void metrics_init(void);
+/* Resets every counter; method_labels[i] (static strings, at most
+ * METRICS_MAX_METHODS) is the label of method i. */
+void metrics_init(const char *const *method_labels, size_t method_count);
 
-/* Records one API request.  status is the HTTP status answered. */
-void metrics_observe_request(enum metrics_method method, unsigned status, double seconds);
+/* Records one API request of method (an index into the labels).  status
+ * is the HTTP status answered. */
+void metrics_observe_request(size_t method, unsigned status, double seconds);
+
+/* Records one accepted batch publish of messages messages. */
+void metrics_observe_batch(size_t messages);
 
 void metrics_count(enum metrics_event event);
 

@@ -151,8 +151,9 @@ static bool name_is(const char *name, size_t length, const char *expected, size_
 }
 
 /* Keeps a member the contract names; as with json-c, a later member of the
- * same name replaces an earlier one. */
-static void flat_member(struct request *request, const char *name, size_t name_length,
+ * same name replaces an earlier one.  Returns false for any other member:
+ * the optional fields of the newer requests are read from json-c's tree. */
+static bool flat_member(struct request *request, const char *name, size_t name_length,
                         const char *value, size_t value_length)
 {
 	if (name_is(name, name_length, "subject", 7)) {
@@ -164,7 +165,10 @@ static void flat_member(struct request *request, const char *name, size_t name_l
 	} else if (name_is(name, name_length, "id", 2)) {
 		request->id = value;
 		request->id_length = value_length;
+	} else {
+		return false;
 	}
+	return true;
 }
 
 /* The object closed at close: only whitespace may follow. */
@@ -199,7 +203,8 @@ bool request_read_flat(struct request *request, const char *body, size_t length)
 		at = skip_whitespace(at + 1, end);
 		if (!flat_string(&at, end, &value, &value_length))
 			break;
-		flat_member(request, name, name_length, value, value_length);
+		if (!flat_member(request, name, name_length, value, value_length))
+			break;
 		at = skip_whitespace(at, end);
 		if (at < end && *at == '}')
 			return flat_closed(request, at, end);
@@ -289,6 +294,101 @@ bool request_read(struct request *request, const char *body, size_t length)
 		return false;
 	return request_read_flat(request, body, length)
 	       || request_read_general(request, body, length);
+}
+
+/* ---- the optional fields ------------------------------------------- */
+
+static struct json_object *request_member(const struct request *request, const char *name)
+{
+	struct json_object *member;
+
+	if (request->tree == NULL || !json_object_object_get_ex(request->tree, name, &member))
+		return NULL;
+	return member;
+}
+
+/* An integer of JSON, not a fraction or exponent form: json-c types those
+ * as doubles. */
+static bool tree_integer(struct json_object *value, int64_t min, int64_t max, int64_t *out)
+{
+	int64_t number;
+
+	if (!json_object_is_type(value, json_type_int))
+		return false;
+	number = json_object_get_int64(value);
+	/* json-c saturates what int64 cannot hold. */
+	if (number < min || number > max)
+		return false;
+	*out = number;
+	return true;
+}
+
+enum request_field request_integer(const struct request *request, const char *name,
+                                   int64_t min, int64_t max, int64_t *value)
+{
+	struct json_object *member = request_member(request, name);
+
+	if (member == NULL)
+		return REQUEST_ABSENT;
+	return tree_integer(member, min, max, value) ? REQUEST_PRESENT : REQUEST_INVALID;
+}
+
+enum request_field request_boolean(const struct request *request, const char *name, bool *value)
+{
+	struct json_object *member = request_member(request, name);
+
+	if (member == NULL)
+		return REQUEST_ABSENT;
+	if (!json_object_is_type(member, json_type_boolean))
+		return REQUEST_INVALID;
+	*value = json_object_get_boolean(member);
+	return REQUEST_PRESENT;
+}
+
+enum request_field request_string(const struct request *request, const char *name,
+                                  const char **value, size_t *length)
+{
+	struct json_object *member = request_member(request, name);
+
+	if (member == NULL)
+		return REQUEST_ABSENT;
+	if (!json_object_is_type(member, json_type_string))
+		return REQUEST_INVALID;
+	*value = json_object_get_string(member);
+	*length = (size_t)json_object_get_string_len(member);
+	return REQUEST_PRESENT;
+}
+
+enum request_field request_array(const struct request *request, const char *name, size_t *count)
+{
+	struct json_object *member = request_member(request, name);
+
+	if (member == NULL)
+		return REQUEST_ABSENT;
+	if (!json_object_is_type(member, json_type_array))
+		return REQUEST_INVALID;
+	*count = json_object_array_length(member);
+	return REQUEST_PRESENT;
+}
+
+bool request_array_integer(const struct request *request, const char *name, size_t index,
+                           int64_t min, int64_t max, int64_t *value)
+{
+	struct json_object *element = json_object_array_get_idx(request_member(request, name), index);
+
+	return element != NULL && tree_integer(element, min, max, value);
+}
+
+bool request_array_message(const struct request *request, const char *name, size_t index,
+                           struct request_message *message)
+{
+	struct json_object *element = json_object_array_get_idx(request_member(request, name), index);
+
+	message->subject = message->data = "";
+	message->subject_length = message->data_length = 0;
+	return element != NULL && json_object_is_type(element, json_type_object)
+	       && tree_string(element, "subject", &message->subject, &message->subject_length)
+	       && tree_string(element, "data", &message->data, &message->data_length);
 }
 
 void request_release(struct request *request)

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct json_object;
 
@@ -33,6 +34,44 @@ struct request {
 bool request_read(struct request *request, const char *body, size_t length);
 
 void request_release(struct request *request);
+
+/* The optional fields of the newer requests, read from json-c's tree (the
+ * fast reader leaves any body with other members to json-c).  Each says
+ * whether the member is absent, present and valid (value set) or present
+ * with the wrong type or out of [min, max]. */
+enum request_field {
+	REQUEST_ABSENT = 0,
+	REQUEST_PRESENT,
+	REQUEST_INVALID,
+};
+
+/* A JSON integer (no fraction, no exponent) within [min, max]. */
+enum request_field request_integer(const struct request *request, const char *name,
+                                   int64_t min, int64_t max, int64_t *value);
+enum request_field request_boolean(const struct request *request, const char *name, bool *value);
+/* A string, pointing into the tree: valid until request_release(). */
+enum request_field request_string(const struct request *request, const char *name,
+                                  const char **value, size_t *length);
+/* An array; *count is its length. */
+enum request_field request_array(const struct request *request, const char *name, size_t *count);
+
+/* Element index of array name (request_array() said PRESENT) as an integer
+ * within [min, max]; false when it is not one. */
+bool request_array_integer(const struct request *request, const char *name, size_t index,
+                           int64_t min, int64_t max, int64_t *value);
+
+/* One message of a batch publish: an object whose subject and data, when
+ * present, are strings (missing ones read as ""). */
+struct request_message {
+	const char *subject;
+	size_t subject_length;
+	const char *data;
+	size_t data_length;
+};
+
+/* Element index of array name as a message; false when it is not one. */
+bool request_array_message(const struct request *request, const char *name, size_t index,
+                           struct request_message *message);
 
 /* The parts of request_read(), for tests.
  *

@@ -14,9 +14,10 @@
 
 static uint64_t fake_now;
 
+/* The broker's clock counts milliseconds; fake_now is in seconds. */
 static uint64_t fake_clock(void)
 {
-	return __atomic_load_n(&fake_now, __ATOMIC_RELAXED);
+	return __atomic_load_n(&fake_now, __ATOMIC_RELAXED) * 1000u;
 }
 
 static struct broker *new_broker(uint64_t max_pending, uint64_t max_pending_bytes)
@@ -36,7 +37,7 @@ static struct broker *new_broker(uint64_t max_pending, uint64_t max_pending_byte
 
 static void subscribe(struct broker *broker, const char *subject, char id[BROKER_ID_LENGTH + 1])
 {
-	ck_assert_int_eq(broker_subscribe(broker, subject, strlen(subject), id), BROKER_OK);
+	ck_assert_int_eq(broker_subscribe(broker, subject, strlen(subject), NULL, id), BROKER_OK);
 }
 
 static enum broker_status publish(struct broker *broker, const char *subject, const char *data)
@@ -53,7 +54,7 @@ static enum broker_status publish(struct broker *broker, const char *subject, co
 static enum broker_status fetch(struct broker *broker, const char *subject, const char *id,
                                 struct broker_batch *batch)
 {
-	return broker_fetch(broker, subject, strlen(subject), id, strlen(id), batch);
+	return broker_fetch(broker, subject, strlen(subject), id, strlen(id), NULL, batch);
 }
 
 /* Fetches and returns how many messages were pending. */
@@ -162,7 +163,7 @@ START_TEST(test_operations_apply_the_subject_length_limit_live)
 	subscribe(broker, "abc", other);
 	ck_assert_int_eq(publish(broker, "abcd", "sent before"), BROKER_OK);
 	broker_set_limits(broker, &limits);
-	ck_assert_int_eq(broker_subscribe(broker, S("abcd"), other), BROKER_INVALID_SUBJECT);
+	ck_assert_int_eq(broker_subscribe(broker, S("abcd"), NULL, other), BROKER_INVALID_SUBJECT);
 	ck_assert_int_eq(publish(broker, "abcd", "x"), BROKER_INVALID_SUBJECT);
 	ck_assert_int_eq(fetch(broker, "abcd", id, &batch), BROKER_OK);
 	ck_assert_uint_eq(batch.count, 1);
@@ -185,8 +186,8 @@ START_TEST(test_invalid_subject_is_refused_by_every_operation)
 	char id[BROKER_ID_LENGTH + 1];
 
 	subscribe(broker, "ok", id);
-	ck_assert_int_eq(broker_subscribe(broker, S("a..b"), id), BROKER_INVALID_SUBJECT);
-	ck_assert_int_eq(broker_subscribe(broker, S("x\0y"), id), BROKER_INVALID_SUBJECT);
+	ck_assert_int_eq(broker_subscribe(broker, S("a..b"), NULL, id), BROKER_INVALID_SUBJECT);
+	ck_assert_int_eq(broker_subscribe(broker, S("x\0y"), NULL, id), BROKER_INVALID_SUBJECT);
 	ck_assert_int_eq(publish(broker, "a b", "x"), BROKER_INVALID_SUBJECT);
 	ck_assert_int_eq(fetch(broker, "", id, &batch), BROKER_INVALID_SUBJECT);
 	broker_batch_release(&batch);
@@ -338,7 +339,7 @@ START_TEST(test_fetch_of_empty_queue_gives_empty_batch)
 {
 	struct broker *broker = new_broker(0, 0);
 	char id[BROKER_ID_LENGTH + 1];
-	struct broker_batch batch = { (struct broker_message **)&batch, 99 };
+	struct broker_batch batch = { .messages = (struct broker_message **)&batch, .count = 99 };
 
 	subscribe(broker, "quiet", id);
 	ck_assert_int_eq(fetch(broker, "quiet", id, &batch), BROKER_OK);
@@ -366,9 +367,9 @@ START_TEST(test_fetch_refuses_unknown_foreign_and_malformed_ids)
 	ck_assert_int_eq(fetch(broker, "mine", other, &batch), BROKER_BAD_ID);
 	ck_assert_int_eq(fetch(broker, "other", mine, &batch), BROKER_BAD_ID);
 	ck_assert_int_eq(fetch(broker, "mine.sub", mine, &batch), BROKER_BAD_ID);
-	ck_assert_int_eq(broker_fetch(broker, S("mine"), mine, 35, &batch), BROKER_BAD_ID);
-	ck_assert_int_eq(broker_fetch(broker, S("mine"), "", 0, &batch), BROKER_BAD_ID);
-	ck_assert_int_eq(broker_fetch(broker, S("mine"), "x", 1, &batch), BROKER_BAD_ID);
+	ck_assert_int_eq(broker_fetch(broker, S("mine"), mine, 35, NULL, &batch), BROKER_BAD_ID);
+	ck_assert_int_eq(broker_fetch(broker, S("mine"), "", 0, NULL, &batch), BROKER_BAD_ID);
+	ck_assert_int_eq(broker_fetch(broker, S("mine"), "x", 1, NULL, &batch), BROKER_BAD_ID);
 	{
 		char longer[BROKER_ID_LENGTH + 2];
 
@@ -566,9 +567,9 @@ START_TEST(test_publish_queues_nothing_when_a_queue_cannot_grow)
 	/* a first message sits inline in each queue; a second one needs rings */
 	ck_assert_int_eq(broker_publish(broker, S("grow"), first), BROKER_OK);
 	reallocs_before_failure = 2;  /* the third subscriber's ring fails */
-	broker_set_ring_realloc(broker, failing_realloc);
+	broker_set_realloc(broker, failing_realloc);
 	ck_assert_int_eq(broker_publish(broker, S("grow"), second), BROKER_NO_MEMORY);
-	broker_set_ring_realloc(broker, NULL);
+	broker_set_realloc(broker, NULL);
 	ck_assert_uint_eq(refcount_of(first), 4);
 	ck_assert_uint_eq(refcount_of(second), 1);
 	ck_assert_uint_eq(stats_of(broker).pending, 3);
@@ -603,11 +604,11 @@ START_TEST(test_fetch_keeps_messages_when_the_batch_cannot_be_allocated)
 	subscribe(broker, "one", id);
 	ck_assert_int_eq(publish(broker, "one", "kept"), BROKER_OK);  /* held inline */
 	reallocs_before_failure = 0;
-	broker_set_ring_realloc(broker, failing_realloc);
+	broker_set_realloc(broker, failing_realloc);
 	ck_assert_int_eq(fetch(broker, "one", id, &batch), BROKER_NO_MEMORY);
 	ck_assert_uint_eq(batch.count, 0);
 	broker_batch_release(&batch);
-	broker_set_ring_realloc(broker, NULL);
+	broker_set_realloc(broker, NULL);
 	ck_assert_uint_eq(stats_of(broker).pending, 1);
 	ck_assert_uint_eq(stats_of(broker).delivered, 0);
 
@@ -840,7 +841,7 @@ static void *thread_fetch(void *data)
 			struct broker_batch batch;
 
 			if (broker_fetch(shared->broker, S("load"), shared->ids[s], BROKER_ID_LENGTH,
-			                 &batch) != BROKER_OK) {
+			                 NULL, &batch) != BROKER_OK) {
 				__atomic_add_fetch(&shared->errors, 1, __ATOMIC_RELAXED);
 				continue;
 			}
@@ -877,10 +878,10 @@ static void *thread_churn(void *data)
 		struct broker_message *message = broker_message_new(S("c"));
 
 		if (!message ||
-		    broker_subscribe(shared->broker, subject, (size_t)length, id) != BROKER_OK ||
+		    broker_subscribe(shared->broker, subject, (size_t)length, NULL, id) != BROKER_OK ||
 		    broker_publish(shared->broker, subject, (size_t)length, message) != BROKER_OK ||
 		    broker_fetch(shared->broker, subject, (size_t)length, id, BROKER_ID_LENGTH,
-		                 &batch) != BROKER_OK || batch.count != 1)
+		                 NULL, &batch) != BROKER_OK || batch.count != 1)
 			__atomic_add_fetch(&shared->errors, 1, __ATOMIC_RELAXED);
 		broker_batch_release(&batch);
 		broker_message_release(message);

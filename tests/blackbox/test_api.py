@@ -486,7 +486,7 @@ class ApiTest(DaemonTestCase):
         for method, path in (("GET", "/"), ("POST", "/"), ("GET", "/api"), ("POST", "/api"),
                              ("POST", "/api/"), ("POST", "/api/publish/"), ("POST", "/api/Publish"),
                              ("POST", "/api/publishx"), ("POST", "/api/publish/async/x"),
-                             ("POST", "/api/unsubscribe"), ("GET", "/metrics"), ("GET", "/readyz"),
+                             ("POST", "/api/unknown"), ("GET", "/metrics"), ("GET", "/readyz"),
                              ("GET", "/ready/x"), ("DELETE", "/nothing"), ("POST", "/api//publish")):
             with self.subTest(method=method, path=path):
                 response = self.d.request(method, path, self.valid_body("/api/publish")

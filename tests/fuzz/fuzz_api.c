@@ -37,6 +37,12 @@
 #include <json-c/json.h>
 
 #include "api.h"
+
+/* The endpoints the original API has, by path. */
+#define API_PUBLISH "/api/publish"
+#define API_PUBLISH_ASYNC "/api/publish/async"
+#define API_SUBSCRIBE "/api/subscribe"
+#define API_FETCH "/api/fetch"
 #include "broker.h"
 #include "fuzz_model.h"
 #include "log.h"
@@ -84,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	metrics_init();
+	metrics_init(NULL, 0);
 	verbose = getenv("FUZZ_VERBOSE") != NULL;
 	/* api.c logs failed async publishes at debug level: keep them quiet
 	 * but still formatted, by enabling debug only with FUZZ_DEBUG_LOG. */
@@ -104,7 +110,7 @@ static enum mode mode_of(uint8_t selector)
 	}
 }
 
-static enum api_endpoint endpoint_of(enum mode mode)
+static const char *endpoint_of(enum mode mode)
 {
 	switch (mode) {
 	case MODE_PUBLISH: return API_PUBLISH;
@@ -442,7 +448,7 @@ static void request_run(struct run *run, enum mode mode, const uint8_t *raw, siz
 	run->context.pool = pool;
 
 	memset(&reply, 0xa5, sizeof(reply));
-	api_handle(&run->context, endpoint_of(mode), body, length, &reply);
+	api_handle(&run->context, api_endpoint_find(endpoint_of(mode)), body, length, &reply);
 	if (pool != NULL) {
 		/* Runs the queued publish to completion: deterministic. */
 		pool_free(pool);
@@ -481,7 +487,7 @@ static void state_prepare(struct run *run)
 	for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++) {
 		char id[BROKER_ID_LENGTH + 1];
 		enum broker_status status = broker_subscribe(run->context.broker, subjects[i],
-		                                             strlen(subjects[i]), id);
+		                                             strlen(subjects[i]), NULL, id);
 
 		FUZZ_CHECK(status == BROKER_OK, "prepare: subscribe %s", broker_status_name(status));
 		model_subscribe(&run->model, subjects[i], strlen(subjects[i]), id, 0);

@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size);
 
 static uint64_t fake_clock(void)
 {
-	return fake_now;
+	return fake_now * 1000u;   /* the broker counts milliseconds */
 }
 
 static void *failing_realloc(void *pointer, size_t size)
@@ -117,7 +117,7 @@ static void op_subscribe(struct broker *broker, struct model *model, struct read
 	enum broker_status status;
 
 	memset(id, 'Z', sizeof(id));
-	status = broker_subscribe(broker, subject, length, id);
+	status = broker_subscribe(broker, subject, length, NULL, id);
 	check_status(status, valid ? BROKER_OK : BROKER_INVALID_SUBJECT, "subscribe");
 	if (status == BROKER_OK) {
 		FUZZ_CHECK(id[BROKER_ID_LENGTH] == '\0' && strlen(id) == BROKER_ID_LENGTH, "id not terminated");
@@ -145,11 +145,11 @@ static void op_publish(struct broker *broker, struct model *model, struct reader
 
 		if (budget >= 0) {
 			realloc_budget = budget;
-			broker_set_ring_realloc(broker, failing_realloc);
+			broker_set_realloc(broker, failing_realloc);
 		}
 		got = broker_publish(broker, subject, subject_length, message);
 		if (budget >= 0) {
-			broker_set_ring_realloc(broker, NULL);
+			broker_set_realloc(broker, NULL);
 			realloc_budget = -1;
 		}
 		/* A failed ring growth may turn success into BROKER_NO_MEMORY,
@@ -204,7 +204,7 @@ static void op_fetch(struct broker *broker, struct model *model, struct reader *
 	}
 	want = model_fetch_status(model, subject, subject_length, id, id_length);
 	memset(&batch, 0x5a, sizeof(batch));
-	status = broker_fetch(broker, subject, subject_length, id, id_length, &batch);
+	status = broker_fetch(broker, subject, subject_length, id, id_length, NULL, &batch);
 	check_status(status, want, "fetch");
 	if (status == BROKER_OK) {
 		model_check_batch(model, model_find(model, subject, subject_length, id, id_length), &batch, fake_now);

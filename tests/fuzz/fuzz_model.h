@@ -335,7 +335,7 @@ static inline void model_drain(struct model *model, struct broker *broker, uint6
 		if (subscriber->gone)
 			continue;
 		status = broker_fetch(broker, subscriber->subject, subscriber->subject_length,
-		                      subscriber->id, BROKER_ID_LENGTH, &batch);
+		                      subscriber->id, BROKER_ID_LENGTH, NULL, &batch);
 		FUZZ_CHECK(status == BROKER_OK, "draining %.36s: %s", subscriber->id, broker_status_name(status));
 		model_check_batch(model, subscriber, &batch, now);
 		broker_batch_release(&batch);

@@ -1,0 +1,134 @@
+/* queue.h - one consumer's (a subscriber's or a group's) pending messages.
+ *
+ * Messages leave a queue in seq order.  Fresh copies wait in a ring of bare
+ * message pointers (no allocation and 8 bytes per copy); copies that come
+ * back wait in front of them, also in seq order:
+ *  - at-most-once queues: a batch whose reply could not be sent is given
+ *    back whole (the "returned" array, taken over from the batch);
+ *  - ack queues: struct delivery objects (delivery.h) for messages that
+ *    were nacked or whose ack deadline passed (the "retry" array).
+ * Everything that leaves a queue has a lower seq than anything in the
+ * ring, so "returned/retry first, then the ring" is seq order.
+ *
+ * Nothing here locks or counts limits: the broker does, under its lock.
+ */
+#ifndef GOPHERMQ_QUEUE_H
+#define GOPHERMQ_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "delivery.h"
+#include "message.h"
+
+struct broker_waiter;
+struct broker_subject;
+
+/* A growable ring of message pointers, oldest first.  Most queues hold zero
+ * or one message between fetches, so a ring without slots (capacity 0)
+ * keeps its one message inline in single. */
+struct queue_ring {
+	union {
+		struct broker_message **slots;   /* capacity > 0 */
+		struct broker_message *single;   /* capacity 0 and count 1 */
+	};
+	size_t capacity;                         /* 0 or a power of two */
+	size_t head;
+	size_t count;
+};
+
+/* The at-least-once settings of a queue (all of a group's members agree). */
+struct queue_ack_options {
+	uint64_t ack_wait_ms;
+	uint32_t max_deliver;         /* 0 = no limit */
+	size_t dead_letter_length;    /* 0 = none */
+	char *dead_letter;            /* NUL-terminated, owned */
+};
+
+/* The fields a publish touches come first, within one 64-byte line. */
+struct queue {
+	struct queue_ring fresh;              /* never handed out, seq order */
+	struct queue *subject_next;           /* the subject's queues */
+	uint64_t held_bytes;                  /* payload bytes of every copy held */
+	struct broker_waiter *waiters;        /* parked fetches, oldest first */
+	uint64_t held;                        /* copies held: every state below */
+
+	struct queue *subject_prev;
+	struct broker_subject *subject;
+	struct broker_waiter *waiters_tail;
+	size_t batch_reserve;                 /* scratch of a batch publish */
+
+	/* At-most-once: messages given back, seq order, from returned_head. */
+	struct broker_message **returned;
+	size_t returned_head, returned_count;
+
+	/* Ack queues only (ack non-NULL). */
+	struct queue_ack_options *ack;
+	struct delivery **retry;              /* queued deliveries, seq order */
+	size_t retry_head, retry_count, retry_capacity;
+	struct delivery_table deliveries;     /* every delivery, by seq */
+	uint64_t in_flight;                   /* deliveries in flight */
+};
+
+typedef void *queue_realloc_fn(void *pointer, size_t size);
+
+/* --- the ring ---------------------------------------------------------- */
+
+/* Makes room for extra more pointers.  Returns 0, or -1 when out of memory
+ * (the ring unchanged, though perhaps larger). */
+int queue_ring_reserve(struct queue_ring *ring, size_t extra, queue_realloc_fn *allocate);
+
+/* Appends message; room must have been reserved. */
+void queue_ring_push(struct queue_ring *ring, struct broker_message *message);
+
+struct broker_message *queue_ring_at(const struct queue_ring *ring, size_t index);
+
+/* Removes the oldest message and returns it (the reference passes to the
+ * caller).  The ring must not be empty. */
+struct broker_message *queue_ring_pop(struct queue_ring *ring);
+
+/* Empties a non-empty ring and returns an array (allocated; the caller owns
+ * it and the references) of its messages, oldest first.  The ring's own
+ * slots become that array; only an inline message needs an allocation.
+ * Returns NULL, ring unchanged, when that fails. */
+struct broker_message **queue_ring_take_all(struct queue_ring *ring, queue_realloc_fn *allocate);
+
+/* Drops every reference and frees the slots. */
+void queue_ring_clear(struct queue_ring *ring);
+
+/* --- returned messages (at-most-once) ------------------------------------ */
+
+/* Gives back count messages (seq order; the references pass to the queue).
+ * messages is an allocated array that the queue takes over when it holds
+ * none returned; otherwise the two are merged into a grown array.  Returns
+ * 0, or -1 when out of memory (nothing changed; the caller still owns
+ * everything). */
+int queue_give_back(struct queue *queue, struct broker_message **messages, size_t count,
+                    queue_realloc_fn *allocate);
+
+/* --- retry list (ack queues) ----------------------------------------------- */
+
+/* Inserts delivery in seq order.  Returns 0, or -1 when the list cannot
+ * grow (nothing changed). */
+int queue_retry_insert(struct queue *queue, struct delivery *delivery, queue_realloc_fn *allocate);
+
+/* Removes delivery from the retry list, wherever it is. */
+void queue_retry_remove(struct queue *queue, struct delivery *delivery);
+
+/* --- order of availability --------------------------------------------- */
+
+/* Messages a fetch could take now: returned or retried ones, then fresh. */
+size_t queue_available(const struct queue *queue);
+
+/* The index-th available message (0 = next to be taken) and, for an ack
+ * queue, the delivery it already has (NULL for a fresh one). */
+struct broker_message *queue_available_at(const struct queue *queue, size_t index,
+                                          struct delivery **delivery);
+
+/* --- waiters ----------------------------------------------------------- */
+
+void queue_waiter_append(struct queue *queue, struct broker_waiter *waiter);
+void queue_waiter_remove(struct queue *queue, struct broker_waiter *waiter);
+
+#endif
