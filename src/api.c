@@ -723,8 +723,17 @@ static void handle_fetch(struct api_context *context, const struct request *requ
 	enum broker_status status;
 	struct api_hold *hold;
 
-	if (request->tree != NULL && !read_fetch(context, request, &fetch, reply))
-		return;
+	if (request->tree != NULL) {
+		/* A bad subject is named before bad options, as subscribe does
+		 * (the length limit is judged later: a subscriber's own subject
+		 * is spared it). */
+		if (!broker_subject_valid(request->subject, request->subject_length, 0)) {
+			api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
+			return;
+		}
+		if (!read_fetch(context, request, &fetch, reply))
+			return;
+	}
 	if (fetch.wait_ms == 0) {
 		status = broker_fetch(context->broker, request->subject, request->subject_length,
 		                      request->id, request->id_length, &fetch.options, &batch);
@@ -779,6 +788,10 @@ static void handle_settle(struct api_context *context, const struct request *req
 	size_t count = 0, settled = 0;
 	enum broker_status status;
 
+	if (!broker_subject_valid(request->subject, request->subject_length, 0)) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
+		return;
+	}
 	if (request_array(request, "seqs", &count) != REQUEST_PRESENT) {
 		api_reply_static(reply, 400, API_TEXT_INVALID_SEQS);
 		return;

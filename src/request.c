@@ -298,13 +298,13 @@ bool request_read(struct request *request, const char *body, size_t length)
 
 /* ---- the optional fields ------------------------------------------- */
 
-static struct json_object *request_member(const struct request *request, const char *name)
+/* Whether the body has member name; *member is then its value, which is
+ * NULL for a JSON null (present, and of no type a field takes). */
+static bool request_member(const struct request *request, const char *name,
+                           struct json_object **member)
 {
-	struct json_object *member;
-
-	if (request->tree == NULL || !json_object_object_get_ex(request->tree, name, &member))
-		return NULL;
-	return member;
+	*member = NULL;
+	return request->tree != NULL && json_object_object_get_ex(request->tree, name, member);
 }
 
 /* An integer of JSON, not a fraction or exponent form: json-c types those
@@ -326,18 +326,18 @@ static bool tree_integer(struct json_object *value, int64_t min, int64_t max, in
 enum request_field request_integer(const struct request *request, const char *name,
                                    int64_t min, int64_t max, int64_t *value)
 {
-	struct json_object *member = request_member(request, name);
+	struct json_object *member;
 
-	if (member == NULL)
+	if (!request_member(request, name, &member))
 		return REQUEST_ABSENT;
 	return tree_integer(member, min, max, value) ? REQUEST_PRESENT : REQUEST_INVALID;
 }
 
 enum request_field request_boolean(const struct request *request, const char *name, bool *value)
 {
-	struct json_object *member = request_member(request, name);
+	struct json_object *member;
 
-	if (member == NULL)
+	if (!request_member(request, name, &member))
 		return REQUEST_ABSENT;
 	if (!json_object_is_type(member, json_type_boolean))
 		return REQUEST_INVALID;
@@ -348,9 +348,9 @@ enum request_field request_boolean(const struct request *request, const char *na
 enum request_field request_string(const struct request *request, const char *name,
                                   const char **value, size_t *length)
 {
-	struct json_object *member = request_member(request, name);
+	struct json_object *member;
 
-	if (member == NULL)
+	if (!request_member(request, name, &member))
 		return REQUEST_ABSENT;
 	if (!json_object_is_type(member, json_type_string))
 		return REQUEST_INVALID;
@@ -361,9 +361,9 @@ enum request_field request_string(const struct request *request, const char *nam
 
 enum request_field request_array(const struct request *request, const char *name, size_t *count)
 {
-	struct json_object *member = request_member(request, name);
+	struct json_object *member;
 
-	if (member == NULL)
+	if (!request_member(request, name, &member))
 		return REQUEST_ABSENT;
 	if (!json_object_is_type(member, json_type_array))
 		return REQUEST_INVALID;
@@ -374,7 +374,9 @@ enum request_field request_array(const struct request *request, const char *name
 bool request_array_integer(const struct request *request, const char *name, size_t index,
                            int64_t min, int64_t max, int64_t *value)
 {
-	struct json_object *element = json_object_array_get_idx(request_member(request, name), index);
+	struct json_object *array, *element;
+
+	element = request_member(request, name, &array) ? json_object_array_get_idx(array, index) : NULL;
 
 	return element != NULL && tree_integer(element, min, max, value);
 }
@@ -382,7 +384,9 @@ bool request_array_integer(const struct request *request, const char *name, size
 bool request_array_message(const struct request *request, const char *name, size_t index,
                            struct request_message *message)
 {
-	struct json_object *element = json_object_array_get_idx(request_member(request, name), index);
+	struct json_object *array, *element;
+
+	element = request_member(request, name, &array) ? json_object_array_get_idx(array, index) : NULL;
 
 	message->subject = message->data = "";
 	message->subject_length = message->data_length = 0;
