@@ -1,4 +1,9 @@
-/* broker.c - subjects, subscriptions, queues, deliveries, parked fetches.
+/* broker.c - subjects, subscriptions and the broker's life cycle.
+ *
+ * The core is three files around one lock: broker.c (this one: subjects,
+ * subscribe, unsubscribe, idle expiry), publish.c (single and batch
+ * publish) and consume.c (fetch, acks, deliveries, parked fetches, timers);
+ * broker_internal.h holds what they share.
  *
  * The model (all guarded by broker->lock):
  *  - A message (message.h) is stored once, refcounted, and named by its
@@ -33,10 +38,10 @@
  *
  * Room left for later features:
  *  - durability: every state change goes through a few functions here
- *    (publish_locked, queue_take, delivery_remove, the subscribe and
+ *    (broker_publish_locked, queue_take, delivery_remove, the subscribe and
  *    unsubscribe paths): a journal records at those points.
  *  - wildcard subjects: a token trie consulted next to the subject table
- *    yields more queues for publish_locked to fill; the meta form's
+ *    yields more queues for broker_publish_locked to fill; the meta form's
  *    subject would then come from the message (published subject).
  *  - per-message expiry: a third heap, of messages by expiry.
  *  - streams: a stream is a waiter that stays parked after each wake.
@@ -49,66 +54,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "broker.h"
-#include "delivery.h"
-#include "hash.h"
-#include "queue.h"
+#include "broker_internal.h"
 #include "uuid.h"
 
 #define BROKER_EXPIRE_BATCH 256      /* subscribers expired per lock hold */
-#define BROKER_RETRY_LATER_MS 100    /* when a copy cannot be requeued for lack of memory */
-
-struct broker_subject {
-	struct hash_node node;                    /* in broker->subjects */
-	struct queue *queues;                     /* via queue->subject_next/prev */
-	size_t queue_count;
-	size_t subscriber_count;
-	size_t name_length;
-	char name[];                              /* NUL-terminated as well */
-};
-
-struct broker_group {
-	struct hash_node node;                    /* in broker->groups */
-	struct queue queue;
-	size_t member_count;
-	size_t key_length;
-	char key[];                               /* subject, NUL, name, NUL */
-};
-
-struct broker_subscriber {
-	struct queue own;                         /* plain subscribers' queue; first: publish reads it */
-	struct hash_node node;                    /* in broker->subscribers */
-	struct queue *queue;                      /* &own or &group->queue */
-	struct broker_group *group;
-	struct broker_subject *subject;
-	struct broker_subscriber *idle_prev, *idle_next;  /* activity order */
-	uint64_t last_active;                     /* broker clock, seconds */
-	size_t parked;                            /* its waiters parked now */
-	char id[BROKER_ID_LENGTH + 1];
-};
-
-struct broker {
-	pthread_mutex_t lock;
-	struct hash_table subjects;
-	struct hash_table subscribers;
-	struct hash_table groups;
-	struct broker_subscriber *idle_head, *idle_tail;
-	struct broker_limits limits;
-	size_t max_subject_length;   /* copy of limits', atomic: read unlocked */
-	uint64_t (*clock_ms)(void);
-	void *(*allocate)(void *pointer, size_t size);
-	struct broker_stats stats;   /* subscribers, subjects, groups come from the tables */
-	struct timer_heap delivery_timers;
-	struct timer_heap waiter_timers;
-	struct broker_waiter *wake_list;   /* to wake once the lock is released */
-	/* The timer thread. */
-	pthread_cond_t timer_cond;
-	pthread_t timer_thread;
-	bool timer_running;
-	bool timer_stop;
-	bool timers_changed;         /* an earlier deadline since the thread looked */
-	bool closing;                /* broker_wake_all(): park no more fetches */
-};
 
 /* --- small helpers ----------------------------------------------------- */
 
@@ -126,18 +75,8 @@ static void *broker_default_realloc(void *pointer, size_t size)
 	return realloc(pointer, size);
 }
 
-static uint64_t add_saturated(uint64_t a, uint64_t b)
-{
-	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
-static size_t broker_max_subject_length(struct broker *broker)
-{
-	return __atomic_load_n(&broker->max_subject_length, __ATOMIC_RELAXED);
-}
-
 /* Releases the lock, then wakes the waiters completed meanwhile. */
-static void broker_unlock(struct broker *broker)
+void broker_unlock(struct broker *broker)
 {
 	struct broker_waiter *waiter = broker->wake_list;
 
@@ -152,7 +91,7 @@ static void broker_unlock(struct broker *broker)
 }
 
 /* Tells the timer thread about a deadline earlier than it knew.  Lock held. */
-static void broker_timers_changed(struct broker *broker)
+void broker_timers_changed(struct broker *broker)
 {
 	broker->timers_changed = true;
 	if (broker->timer_running)
@@ -200,14 +139,14 @@ bool broker_group_valid(const char *name, size_t length)
 	return true;
 }
 
-static bool broker_subject_match(const struct hash_node *node, const void *key, size_t length)
+bool broker_subject_match(const struct hash_node *node, const void *key, size_t length)
 {
 	const struct broker_subject *subject = hash_entry(node, struct broker_subject, node);
 
 	return subject->name_length == length && memcmp(subject->name, key, length) == 0;
 }
 
-static bool broker_subscriber_match(const struct hash_node *node, const void *key, size_t length)
+bool broker_subscriber_match(const struct hash_node *node, const void *key, size_t length)
 {
 	const struct broker_subscriber *subscriber = hash_entry(node, struct broker_subscriber, node);
 
@@ -256,488 +195,6 @@ static void subject_unlink_queue(struct broker_subject *subject, struct queue *q
 	queue->subject_next = queue->subject_prev = NULL;
 	queue->subject = NULL;
 	subject->queue_count--;
-}
-
-/* --- deliveries -------------------------------------------------------- */
-
-static bool delivery_in_flight(const struct delivery *delivery)
-{
-	return delivery->timer_index != DELIVERY_NO_TIMER && !delivery->delayed;
-}
-
-/* Frees a delivery and its copy, wherever it is.  Lock held. */
-static void delivery_remove(struct broker *broker, struct queue *queue, struct delivery *delivery)
-{
-	if (delivery->timer_index != DELIVERY_NO_TIMER) {
-		if (!delivery->delayed) {
-			queue->in_flight--;
-			broker->stats.in_flight--;
-		}
-		timer_heap_remove(&broker->delivery_timers, delivery);
-	} else {
-		queue_retry_remove(queue, delivery);
-	}
-	delivery_table_remove(&queue->deliveries, delivery);
-	queue->held--;
-	queue->held_bytes -= delivery->message->length;
-	broker->stats.pending--;
-	broker->stats.pending_bytes -= delivery->message->length;
-	broker_message_release(delivery->message);
-	free(delivery);
-}
-
-static void queue_serve_waiters(struct broker *broker, struct queue *queue);
-static enum broker_status publish_locked(struct broker *broker, struct broker_subject *subject,
-                                         struct broker_message *message);
-
-/* Puts a delivery that is in flight or delayed back in its queue's retry
- * list and, when serve, hands it to a waiter; when the list cannot grow,
- * tries again a little later.  Lock held. */
-static void delivery_requeue(struct broker *broker, struct queue *queue, struct delivery *delivery,
-                             bool serve)
-{
-	if (!delivery->delayed) {
-		queue->in_flight--;
-		broker->stats.in_flight--;
-	}
-	if (queue_retry_insert(queue, delivery, broker->allocate) != 0) {
-		delivery->owner.queue = queue;
-		delivery->delayed = 1;
-		delivery->deadline_ms = broker->clock_ms() + BROKER_RETRY_LATER_MS;
-		timer_heap_update(&broker->delivery_timers, delivery);
-		return;
-	}
-	timer_heap_remove(&broker->delivery_timers, delivery);
-	delivery->timer_index = DELIVERY_NO_TIMER;
-	delivery->delayed = 0;
-	if (serve)
-		queue_serve_waiters(broker, queue);
-}
-
-/* Dead-letters or drops a copy that has used up max_deliver.  Lock held. */
-static void delivery_exhausted(struct broker *broker, struct queue *queue, struct delivery *delivery)
-{
-	struct queue_ack_options *ack = queue->ack;
-	struct hash_node *node;
-	struct broker_message *copy;
-	bool lettered = false;
-
-	if (ack->dead_letter_length > 0 &&
-	    (node = hash_table_find(&broker->subjects,
-	                            hash_table_hash(&broker->subjects, ack->dead_letter, ack->dead_letter_length),
-	                            ack->dead_letter, ack->dead_letter_length, broker_subject_match)) != NULL &&
-	    (copy = broker_message_new(delivery->message->data, delivery->message->length)) != NULL) {
-		lettered = publish_locked(broker, hash_entry(node, struct broker_subject, node), copy) == BROKER_OK;
-		broker_message_release(copy);
-	}
-	if (lettered)
-		broker->stats.dead_lettered++;
-	else
-		broker->stats.max_deliver_dropped++;
-	delivery_remove(broker, queue, delivery);
-}
-
-/* A delivery in flight was not acknowledged (its deadline passed, or it
- * was nacked): deliver it again after delay_ms, or give up on it after
- * max_deliver attempts.  Lock held. */
-static void delivery_failed(struct broker *broker, struct delivery *delivery, uint64_t delay_ms)
-{
-	struct queue *queue = delivery->owner.consumer->queue;
-
-	if (queue->ack->max_deliver > 0 && delivery->attempt >= queue->ack->max_deliver) {
-		delivery_exhausted(broker, queue, delivery);
-		return;
-	}
-	if (delay_ms > 0) {
-		queue->in_flight--;
-		broker->stats.in_flight--;
-		delivery->owner.queue = queue;
-		delivery->delayed = 1;
-		delivery->deadline_ms = add_saturated(broker->clock_ms(), delay_ms);
-		if (timer_heap_update(&broker->delivery_timers, delivery))
-			broker_timers_changed(broker);
-		return;
-	}
-	delivery_requeue(broker, queue, delivery, true);
-}
-
-/* --- taking messages from a queue ---------------------------------------- */
-
-static void batch_clear(struct broker_batch *batch)
-{
-	*batch = (struct broker_batch){0};
-}
-
-void broker_batch_release(struct broker_batch *batch)
-{
-	for (size_t i = 0; i < batch->count; i++)
-		broker_message_release(batch->messages[i]);
-	free(batch->messages);
-	batch_clear(batch);
-}
-
-/* How many available messages a fetch with these options takes. */
-static size_t queue_take_count(const struct broker *broker, const struct queue *queue,
-                               const struct broker_fetch_options *options)
-{
-	size_t available = queue_available(queue), count = available, bytes = 0;
-
-	if (options->max > 0 && options->max < count)
-		count = options->max;
-	if (broker->limits.fetch_max_batch > 0 && broker->limits.fetch_max_batch < count)
-		count = broker->limits.fetch_max_batch;
-	if (options->max_bytes > 0) {
-		for (size_t i = 0; i < count; i++) {
-			struct delivery *delivery;
-			size_t length = queue_available_at(queue, i, &delivery)->length;
-
-			if (i > 0 && (length > options->max_bytes || bytes > options->max_bytes - length))
-				return i;
-			bytes += length;
-		}
-	}
-	return count;
-}
-
-/* Copies references to the first count available messages into batch
- * without removing them.  Returns 0, or -1 when out of memory. */
-static int queue_peek(struct broker *broker, struct queue *queue, size_t count,
-                      struct broker_batch *batch)
-{
-	struct broker_message **messages;
-
-	if (count == 0)
-		return 0;
-	messages = broker->allocate(NULL, count * (sizeof(*messages) + sizeof(uint32_t)));
-	if (!messages)
-		return -1;
-	batch->messages = messages;
-	batch->attempts = (uint32_t *)(void *)(messages + count);
-	for (size_t i = 0; i < count; i++) {
-		struct delivery *delivery;
-
-		messages[i] = queue_available_at(queue, i, &delivery);
-		broker_message_retain(messages[i]);
-		batch->attempts[i] = delivery ? delivery->attempt + 1 : 1;
-	}
-	batch->count = count;
-	batch->peeked = true;
-	return 0;
-}
-
-/* At-most-once: removes the first count available messages into batch.
- * Returns 0, or -1 when out of memory (nothing removed). */
-static int queue_take_plain(struct broker *broker, struct queue *queue, size_t count,
-                            struct broker_batch *batch)
-{
-	struct broker_message **messages;
-	uint64_t bytes = 0;
-	size_t i = 0;
-
-	if (count == 0)
-		return 0;
-	if (queue->returned_count == 0 && count == queue->fresh.count) {
-		/* The common case: everything, in the ring's own array. */
-		messages = queue_ring_take_all(&queue->fresh, broker->allocate);
-		if (!messages)
-			return -1;
-		for (; i < count; i++)
-			bytes += messages[i]->length;
-	} else {
-		messages = broker->allocate(NULL, count * sizeof(*messages));
-		if (!messages)
-			return -1;
-		for (; i < count && queue->returned_count > 0; i++) {
-			messages[i] = queue->returned[queue->returned_head++];
-			queue->returned_count--;
-			bytes += messages[i]->length;
-		}
-		if (queue->returned_count == 0) {
-			free(queue->returned);
-			queue->returned = NULL;
-			queue->returned_head = 0;
-		}
-		for (; i < count; i++) {
-			messages[i] = queue_ring_pop(&queue->fresh);
-			bytes += messages[i]->length;
-		}
-	}
-	batch->messages = messages;
-	batch->count = count;
-	queue->held -= count;
-	queue->held_bytes -= bytes;
-	broker->stats.pending -= count;
-	broker->stats.pending_bytes -= bytes;
-	broker->stats.delivered += count;
-	return 0;
-}
-
-/* At-least-once: hands the first count available messages to consumer,
- * in flight until acked.  Returns 0, or -1 when out of memory (nothing
- * changed). */
-static int queue_take_acked(struct broker *broker, struct queue *queue,
-                            struct broker_subscriber *consumer, size_t count,
-                            struct broker_batch *batch)
-{
-	size_t from_retry = count < queue->retry_count ? count : queue->retry_count;
-	size_t fresh = count - from_retry;
-	struct delivery **spare = NULL;
-	struct broker_message **messages;
-	uint64_t deadline;
-	bool earliest = false;
-
-	if (count == 0)
-		return 0;
-	messages = broker->allocate(NULL, count * (sizeof(*messages) + sizeof(uint32_t)));
-	if (!messages)
-		return -1;
-	if (fresh > 0) {
-		spare = broker->allocate(NULL, fresh * sizeof(*spare));
-		if (!spare)
-			goto fail;
-		for (size_t i = 0; i < fresh; i++) {
-			spare[i] = broker->allocate(NULL, sizeof(struct delivery));
-			if (!spare[i]) {
-				while (i-- > 0)
-					free(spare[i]);
-				goto fail;
-			}
-		}
-	}
-	if (timer_heap_reserve(&broker->delivery_timers, fresh, broker->allocate) != 0) {
-		for (size_t i = 0; i < fresh; i++)
-			free(spare[i]);
-		goto fail;
-	}
-
-	batch->messages = messages;
-	batch->attempts = (uint32_t *)(void *)(messages + count);
-	batch->count = count;
-	batch->in_flight = true;
-	deadline = add_saturated(broker->clock_ms(), queue->ack->ack_wait_ms);
-	for (size_t i = 0; i < count; i++) {
-		struct delivery *delivery;
-
-		if (i < from_retry) {
-			delivery = queue->retry[queue->retry_head];
-			queue_retry_remove(queue, delivery);
-			if (delivery->attempt < (UINT32_MAX >> 1))
-				delivery->attempt++;
-			broker->stats.redelivered++;
-		} else {
-			delivery = spare[i - from_retry];
-			delivery->message = queue_ring_pop(&queue->fresh);
-			delivery->attempt = 1;
-			delivery->timer_index = DELIVERY_NO_TIMER;
-			delivery_table_insert(&queue->deliveries, delivery, broker->allocate);
-		}
-		delivery->owner.consumer = consumer;
-		delivery->delayed = 0;
-		delivery->deadline_ms = deadline;
-		earliest |= timer_heap_push(&broker->delivery_timers, delivery);
-		messages[i] = delivery->message;
-		broker_message_retain(delivery->message);
-		batch->attempts[i] = delivery->attempt;
-	}
-	free(spare);
-	queue->in_flight += count;
-	broker->stats.in_flight += count;
-	broker->stats.delivered += count;
-	if (earliest)
-		broker_timers_changed(broker);
-	return 0;
-
-fail:
-	free(spare);
-	free(messages);
-	return -1;
-}
-
-/* Takes messages for consumer from its queue as options say.  Returns 0,
- * or -1 when out of memory (nothing changed, batch empty).  Lock held. */
-static int queue_take(struct broker *broker, struct broker_subscriber *consumer,
-                      const struct broker_fetch_options *options, struct broker_batch *batch)
-{
-	struct queue *queue = consumer->queue;
-	size_t count = queue_take_count(broker, queue, options);
-
-	batch_clear(batch);
-	batch->ack_queue = queue->ack != NULL;
-	if (options->peek)
-		return queue_peek(broker, queue, count, batch);
-	if (queue->ack)
-		return queue_take_acked(broker, queue, consumer, count, batch);
-	return queue_take_plain(broker, queue, count, batch);
-}
-
-/* --- parked fetches ---------------------------------------------------- */
-
-/* Completes a parked waiter with status and its batch; it is woken once
- * the lock is released.  Lock held. */
-static void waiter_complete(struct broker *broker, struct broker_waiter *waiter,
-                            enum broker_status status)
-{
-	struct broker_subscriber *subscriber = waiter->subscriber;
-
-	queue_waiter_remove(subscriber->queue, waiter);
-	timer_heap_remove(&broker->waiter_timers, waiter);
-	subscriber->parked--;
-	broker->stats.parked--;
-	waiter->batch.ack_queue = subscriber->queue->ack != NULL;
-	waiter->subscriber = NULL;
-	waiter->status = status;
-	waiter->wake_next = broker->wake_list;
-	broker->wake_list = waiter;
-}
-
-/* Hands available messages to the queue's waiters, oldest waiter first.
- * Lock held. */
-static void queue_serve_waiters(struct broker *broker, struct queue *queue)
-{
-	while (queue->waiters && queue_available(queue) > 0) {
-		struct broker_waiter *waiter = queue->waiters;
-
-		if (queue_take(broker, waiter->subscriber, &waiter->options, &waiter->batch) != 0)
-			return;   /* out of memory: it waits on, or times out */
-		waiter_complete(broker, waiter, BROKER_OK);
-	}
-}
-
-/* Completes every waiter of subscriber with BROKER_BAD_ID.  Lock held. */
-static void subscriber_cancel_waiters(struct broker *broker, struct broker_subscriber *subscriber)
-{
-	struct broker_waiter *waiter = subscriber->queue->waiters;
-
-	while (waiter && subscriber->parked > 0) {
-		struct broker_waiter *next = waiter->queue_next;
-
-		if (waiter->subscriber == subscriber) {
-			batch_clear(&waiter->batch);
-			waiter_complete(broker, waiter, BROKER_BAD_ID);
-		}
-		waiter = next;
-	}
-}
-
-/* --- timers ------------------------------------------------------------ */
-
-/* Handles every deadline up to now.  Returns ms until the next, or
- * UINT64_MAX.  Lock held. */
-static uint64_t broker_run_timers_locked(struct broker *broker)
-{
-	uint64_t now = broker->clock_ms(), next = UINT64_MAX;
-	struct delivery *delivery;
-	struct broker_waiter *waiter;
-
-	while ((delivery = timer_heap_first(&broker->delivery_timers)) && delivery->deadline_ms <= now) {
-		if (delivery->delayed)
-			delivery_requeue(broker, delivery->owner.queue, delivery, true);
-		else
-			delivery_failed(broker, delivery, 0);
-	}
-	while ((waiter = timer_heap_first(&broker->waiter_timers)) && waiter->deadline_ms <= now) {
-		batch_clear(&waiter->batch);
-		waiter_complete(broker, waiter, BROKER_OK);
-	}
-	if ((delivery = timer_heap_first(&broker->delivery_timers)))
-		next = delivery->deadline_ms - now;
-	if ((waiter = timer_heap_first(&broker->waiter_timers)) && waiter->deadline_ms - now < next)
-		next = waiter->deadline_ms - now;
-	return next;
-}
-
-uint64_t broker_run_timers(struct broker *broker)
-{
-	uint64_t next;
-
-	pthread_mutex_lock(&broker->lock);
-	next = broker_run_timers_locked(broker);
-	broker_unlock(broker);
-	return next;
-}
-
-static void *broker_timer_main(void *argument)
-{
-	struct broker *broker = argument;
-
-	pthread_mutex_lock(&broker->lock);
-	while (!broker->timer_stop) {
-		uint64_t next;
-		struct timespec until;
-
-		broker->timers_changed = false;
-		next = broker_run_timers_locked(broker);
-		if (broker->wake_list) {
-			broker_unlock(broker);
-			pthread_mutex_lock(&broker->lock);
-			continue;
-		}
-		if (broker->timers_changed || broker->timer_stop)
-			continue;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		if (next > 3600u * 1000u)
-			next = 3600u * 1000u;
-		/* One ms more: the clock is read in whole ms. */
-		next += 1;
-		until.tv_sec += (time_t)(next / 1000u);
-		until.tv_nsec += (long)(next % 1000u) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&broker->timer_cond, &broker->lock, &until);
-	}
-	pthread_mutex_unlock(&broker->lock);
-	return NULL;
-}
-
-int broker_timer_start(struct broker *broker)
-{
-	int error;
-
-	pthread_mutex_lock(&broker->lock);
-	broker->timer_stop = false;
-	broker->timer_running = true;
-	pthread_mutex_unlock(&broker->lock);
-	error = pthread_create(&broker->timer_thread, NULL, broker_timer_main, broker);
-	if (error != 0) {
-		pthread_mutex_lock(&broker->lock);
-		broker->timer_running = false;
-		pthread_mutex_unlock(&broker->lock);
-		errno = error;
-		return -1;
-	}
-	return 0;
-}
-
-void broker_timer_stop(struct broker *broker)
-{
-	pthread_mutex_lock(&broker->lock);
-	if (!broker->timer_running) {
-		pthread_mutex_unlock(&broker->lock);
-		return;
-	}
-	broker->timer_stop = true;
-	pthread_cond_signal(&broker->timer_cond);
-	pthread_mutex_unlock(&broker->lock);
-	pthread_join(broker->timer_thread, NULL);
-	pthread_mutex_lock(&broker->lock);
-	broker->timer_running = false;
-	pthread_mutex_unlock(&broker->lock);
-}
-
-void broker_wake_all(struct broker *broker)
-{
-	struct broker_waiter *waiter;
-
-	pthread_mutex_lock(&broker->lock);
-	broker->closing = true;
-	while ((waiter = timer_heap_first(&broker->waiter_timers))) {
-		/* "What they have": messages arrived would have woken it. */
-		batch_clear(&waiter->batch);
-		waiter_complete(broker, waiter, BROKER_OK);
-	}
-	broker_unlock(broker);
 }
 
 /* --- broker ------------------------------------------------------------ */
@@ -813,7 +270,7 @@ static void broker_idle_append(struct broker *broker, struct broker_subscriber *
 
 /* Stamps activity now and moves subscriber to the tail of the activity
  * list.  Lock held. */
-static void broker_touch(struct broker *broker, struct broker_subscriber *subscriber)
+void broker_touch(struct broker *broker, struct broker_subscriber *subscriber)
 {
 	subscriber->last_active = broker->clock_ms() / 1000u;
 	if (broker->idle_tail != subscriber) {
@@ -822,7 +279,7 @@ static void broker_touch(struct broker *broker, struct broker_subscriber *subscr
 	}
 }
 
-static void delivery_discard(struct delivery *delivery, void *context)
+static void broker_discard_delivery(struct delivery *delivery, void *context)
 {
 	struct broker *broker = context;
 
@@ -843,7 +300,7 @@ static void queue_discard(struct broker *broker, struct queue *queue)
 	for (size_t i = 0; i < queue->returned_count; i++)
 		broker_message_release(queue->returned[queue->returned_head + i]);
 	free(queue->returned);
-	delivery_table_drain(&queue->deliveries, delivery_discard, broker);
+	delivery_table_drain(&queue->deliveries, broker_discard_delivery, broker);
 	free(queue->retry);
 	if (queue->ack)
 		free(queue->ack->dead_letter);
@@ -863,7 +320,7 @@ static void delivery_leave_member(struct delivery *delivery, void *context)
 	if (delivery_in_flight(delivery) && delivery->owner.consumer == leaving->member) {
 		/* Handed out but not failed: the attempt stands, no max_deliver
 		 * check; the next member gets it as the next attempt. */
-		delivery_requeue(leaving->broker, leaving->member->queue, delivery, false);
+		broker_requeue(leaving->broker, leaving->member->queue, delivery, false);
 	}
 }
 
@@ -877,7 +334,7 @@ static uint64_t broker_remove_subscriber(struct broker *broker, struct broker_su
 	struct broker_group *group = subscriber->group;
 	uint64_t freed = 0;
 
-	subscriber_cancel_waiters(broker, subscriber);
+	broker_cancel_waiters(broker, subscriber);
 	broker_idle_unlink(broker, subscriber);
 	hash_table_remove(&broker->subscribers, &subscriber->node);
 
@@ -891,7 +348,7 @@ static uint64_t broker_remove_subscriber(struct broker *broker, struct broker_su
 				next = d->table_next;
 				delivery_leave_member(d, &leaving);
 			}
-		queue_serve_waiters(broker, &group->queue);
+		broker_serve_waiters(broker, &group->queue);
 		if (--group->member_count == 0) {
 			freed = group->queue.held;
 			subject_unlink_queue(subject, &group->queue);
@@ -1151,7 +608,7 @@ static enum broker_status broker_missed(struct broker *broker, size_t subject_le
  * with *status set and the lock not held.  The length limit spares a
  * subscriber's own subject: when a reload lowers max_subject_length,
  * subscribers of longer subjects can still reach what they were sent. */
-static struct broker_subscriber *broker_lock_subscriber(struct broker *broker,
+struct broker_subscriber *broker_lock_subscriber(struct broker *broker,
                                                         const char *subject_name, size_t subject_length,
                                                         const char *id, size_t id_length,
                                                         enum broker_status *status)
@@ -1195,379 +652,6 @@ enum broker_status broker_unsubscribe(struct broker *broker,
 	broker_remove_subscriber(broker, subscriber);
 	broker_unlock(broker);
 	return BROKER_OK;
-}
-
-/* --- publish ----------------------------------------------------------- */
-
-/* Whether copies more copies of length bytes fit the limits, on top of
- * extra_copies and extra_bytes not yet counted.  Lock held. */
-static bool broker_fits_limits(const struct broker *broker, uint64_t copies, uint64_t bytes)
-{
-	const struct broker_limits *limits = &broker->limits;
-	const struct broker_stats *stats = &broker->stats;
-
-	if (limits->max_pending > 0 &&
-	    (stats->pending > limits->max_pending || copies > limits->max_pending - stats->pending))
-		return false;
-	if (limits->max_pending_bytes > 0 &&
-	    (stats->pending_bytes > limits->max_pending_bytes ||
-	     bytes > limits->max_pending_bytes - stats->pending_bytes))
-		return false;
-	return true;
-}
-
-/* Queues message on every queue of subject.  Lock held. */
-static enum broker_status publish_locked(struct broker *broker, struct broker_subject *subject,
-                                         struct broker_message *message)
-{
-	size_t copies = subject->queue_count;
-	uint64_t bytes;
-	struct queue *queue;
-	bool waiting = false;
-
-	if (__builtin_mul_overflow((uint64_t)copies, (uint64_t)message->length, &bytes) ||
-	    !broker_fits_limits(broker, copies, bytes)) {
-		broker->stats.overflows++;
-		return BROKER_OVERFLOW;
-	}
-	/* The refcount is 32 bits wide: refuse rather than wrap it. */
-	if (copies > UINT32_MAX - __atomic_load_n(&message->refcount, __ATOMIC_RELAXED))
-		return BROKER_NO_MEMORY;
-
-	/* All or nothing: make room everywhere before queueing anywhere. */
-	for (queue = subject->queues; queue; queue = queue->subject_next)
-		if (queue_ring_reserve(&queue->fresh, 1, broker->allocate) != 0)
-			return BROKER_NO_MEMORY;
-	message->seq = ++broker->stats.last_seq;
-	for (queue = subject->queues; queue; queue = queue->subject_next) {
-		queue_ring_push(&queue->fresh, message);
-		queue->held++;
-		queue->held_bytes += message->length;
-		waiting |= queue->waiters != NULL;
-	}
-	__atomic_add_fetch(&message->refcount, (uint32_t)copies, __ATOMIC_RELAXED);
-	broker->stats.pending += copies;
-	broker->stats.pending_bytes += bytes;
-	broker->stats.published++;
-	if (waiting)
-		for (queue = subject->queues; queue; queue = queue->subject_next)
-			queue_serve_waiters(broker, queue);
-	return BROKER_OK;
-}
-
-enum broker_status broker_publish(struct broker *broker,
-                                  const char *subject_name, size_t subject_length,
-                                  struct broker_message *message)
-{
-	struct hash_node *node;
-	enum broker_status status;
-	uint64_t hash;
-
-	if (!broker_subject_valid(subject_name, subject_length, broker_max_subject_length(broker)))
-		return BROKER_INVALID_SUBJECT;
-	hash = hash_table_hash(&broker->subjects, subject_name, subject_length);
-
-	pthread_mutex_lock(&broker->lock);
-	node = hash_table_find(&broker->subjects, hash, subject_name, subject_length,
-	                       broker_subject_match);
-	if (!node)
-		status = BROKER_NO_SUBSCRIBER;
-	else
-		status = publish_locked(broker, hash_entry(node, struct broker_subject, node), message);
-	broker_unlock(broker);
-	return status;
-}
-
-/* Clears the batch_reserve counts of the queues of subjects[0..count). */
-static void batch_reserve_clear(struct broker_subject **subjects, size_t count)
-{
-	for (size_t i = 0; i < count; i++)
-		for (struct queue *queue = subjects[i]->queues; queue; queue = queue->subject_next)
-			queue->batch_reserve = 0;
-}
-
-enum broker_status broker_publish_batch(struct broker *broker,
-                                        const struct broker_publish_item *items, size_t count,
-                                        size_t *failed)
-{
-	struct broker_subject **subjects;
-	uint64_t *hashes, copies = 0, bytes = 0;
-	enum broker_status status = BROKER_OK;
-	size_t max_length = broker_max_subject_length(broker);
-
-	*failed = 0;
-	for (size_t i = 0; i < count; i++) {
-		if (!broker_subject_valid(items[i].subject, items[i].subject_length, max_length)) {
-			*failed = i;
-			return BROKER_INVALID_SUBJECT;
-		}
-	}
-	if (count == 0)
-		return BROKER_OK;
-	if (count > SIZE_MAX / (sizeof(*subjects) + sizeof(*hashes)))
-		return BROKER_NO_MEMORY;
-	hashes = broker->allocate(NULL, count * (sizeof(*subjects) + sizeof(*hashes)));
-	if (!hashes)
-		return BROKER_NO_MEMORY;
-	subjects = (struct broker_subject **)(void *)(hashes + count);
-	for (size_t i = 0; i < count; i++)
-		hashes[i] = hash_table_hash(&broker->subjects, items[i].subject, items[i].subject_length);
-
-	pthread_mutex_lock(&broker->lock);
-	for (size_t i = 0; i < count; i++) {
-		struct hash_node *node = hash_table_find(&broker->subjects, hashes[i], items[i].subject,
-		                                         items[i].subject_length, broker_subject_match);
-		if (!node) {
-			*failed = i;
-			status = BROKER_NO_SUBSCRIBER;
-			goto out;
-		}
-		subjects[i] = hash_entry(node, struct broker_subject, node);
-	}
-	for (size_t i = 0; i < count; i++) {
-		uint64_t item_copies = subjects[i]->queue_count, item_bytes;
-
-		if (__builtin_mul_overflow(item_copies, (uint64_t)items[i].message->length, &item_bytes) ||
-		    __builtin_add_overflow(bytes, item_bytes, &bytes) ||
-		    !broker_fits_limits(broker, copies += item_copies, bytes)) {
-			broker->stats.overflows++;
-			*failed = i;
-			status = BROKER_OVERFLOW;
-			goto out;
-		}
-		if (item_copies > UINT32_MAX - __atomic_load_n(&items[i].message->refcount, __ATOMIC_RELAXED)) {
-			*failed = i;
-			status = BROKER_NO_MEMORY;
-			goto out;
-		}
-	}
-	/* All or nothing: room in every queue for all its copies first. */
-	for (size_t i = 0; i < count; i++)
-		for (struct queue *queue = subjects[i]->queues; queue; queue = queue->subject_next)
-			queue->batch_reserve++;
-	for (size_t i = 0; i < count; i++) {
-		for (struct queue *queue = subjects[i]->queues; queue; queue = queue->subject_next) {
-			if (queue->batch_reserve > 0 &&
-			    queue_ring_reserve(&queue->fresh, queue->batch_reserve, broker->allocate) != 0) {
-				batch_reserve_clear(subjects, count);
-				*failed = i;
-				status = BROKER_NO_MEMORY;
-				goto out;
-			}
-			queue->batch_reserve = 0;
-		}
-	}
-	for (size_t i = 0; i < count; i++) {
-		struct broker_message *message = items[i].message;
-
-		message->seq = ++broker->stats.last_seq;
-		for (struct queue *queue = subjects[i]->queues; queue; queue = queue->subject_next) {
-			queue_ring_push(&queue->fresh, message);
-			queue->held++;
-			queue->held_bytes += message->length;
-		}
-		__atomic_add_fetch(&message->refcount, (uint32_t)subjects[i]->queue_count, __ATOMIC_RELAXED);
-	}
-	broker->stats.pending += copies;
-	broker->stats.pending_bytes += bytes;
-	broker->stats.published += count;
-	for (size_t i = 0; i < count; i++)
-		for (struct queue *queue = subjects[i]->queues; queue; queue = queue->subject_next)
-			if (queue->waiters)
-				queue_serve_waiters(broker, queue);
-out:
-	broker_unlock(broker);
-	free(hashes);
-	return status;
-}
-
-/* --- fetch ------------------------------------------------------------- */
-
-static const struct broker_fetch_options fetch_everything = { 0, 0, false };
-
-enum broker_status broker_fetch_wait(struct broker *broker,
-                                     const char *subject, size_t subject_length,
-                                     const char *id, size_t id_length,
-                                     const struct broker_fetch_options *options,
-                                     uint64_t wait_ms, struct broker_waiter *waiter)
-{
-	enum broker_status status;
-	struct broker_subscriber *subscriber;
-
-	batch_clear(&waiter->batch);
-	if (!options)
-		options = &fetch_everything;
-	subscriber = broker_lock_subscriber(broker, subject, subject_length, id, id_length, &status);
-	if (!subscriber)
-		return status;
-	/* Deadlines that have passed count before this fetch is served. */
-	if (timer_heap_first(&broker->delivery_timers))
-		broker_run_timers_locked(broker);
-	broker_touch(broker, subscriber);
-	if (wait_ms > 0 && !broker->closing && queue_available(subscriber->queue) == 0 &&
-	    broker->stats.parked < broker->limits.max_parked_fetches &&
-	    timer_heap_reserve(&broker->waiter_timers, 1, broker->allocate) == 0) {
-		waiter->subscriber = subscriber;
-		waiter->options = *options;
-		waiter->deadline_ms = add_saturated(broker->clock_ms(), wait_ms);
-		waiter->status = BROKER_OK;
-		queue_waiter_append(subscriber->queue, waiter);
-		if (timer_heap_push(&broker->waiter_timers, waiter))
-			broker_timers_changed(broker);
-		subscriber->parked++;
-		broker->stats.parked++;
-		broker_unlock(broker);
-		return BROKER_PARKED;
-	}
-	status = queue_take(broker, subscriber, options, &waiter->batch) == 0 ? BROKER_OK : BROKER_NO_MEMORY;
-	broker_unlock(broker);
-	return status;
-}
-
-enum broker_status broker_fetch(struct broker *broker,
-                                const char *subject, size_t subject_length,
-                                const char *id, size_t id_length,
-                                const struct broker_fetch_options *options,
-                                struct broker_batch *batch)
-{
-	struct broker_waiter waiter;
-	enum broker_status status;
-
-	status = broker_fetch_wait(broker, subject, subject_length, id, id_length, options, 0, &waiter);
-	*batch = waiter.batch;
-	return status;
-}
-
-void broker_batch_give_back(struct broker *broker, const char *id, size_t id_length,
-                            struct broker_batch *batch)
-{
-	struct broker_subscriber *subscriber = NULL;
-	struct hash_node *node;
-	struct queue *queue;
-	uint64_t bytes = 0;
-
-	if (batch->count == 0 || batch->peeked || id_length != BROKER_ID_LENGTH) {
-		broker_batch_release(batch);
-		return;
-	}
-	pthread_mutex_lock(&broker->lock);
-	node = hash_table_find(&broker->subscribers, hash_table_hash(&broker->subscribers, id, id_length),
-	                       id, id_length, broker_subscriber_match);
-	if (node)
-		subscriber = hash_entry(node, struct broker_subscriber, node);
-	if (!subscriber || (batch->in_flight && !subscriber->queue->ack) ||
-	    (!batch->in_flight && subscriber->queue->ack)) {
-		broker_unlock(broker);
-		broker_batch_release(batch);
-		return;
-	}
-	queue = subscriber->queue;
-	if (batch->in_flight) {
-		/* The deliveries hold their own references: take them back
-		 * from the consumer as if never handed out. */
-		for (size_t i = 0; i < batch->count; i++) {
-			struct delivery *delivery = delivery_table_find(&queue->deliveries, batch->messages[i]->seq);
-
-			if (delivery && delivery_in_flight(delivery) && delivery->owner.consumer == subscriber) {
-				delivery->attempt--;
-				delivery_requeue(broker, queue, delivery, false);
-			}
-		}
-		queue_serve_waiters(broker, queue);
-		broker_unlock(broker);
-		broker_batch_release(batch);
-		return;
-	}
-	for (size_t i = 0; i < batch->count; i++)
-		bytes += batch->messages[i]->length;
-	if (queue_give_back(queue, batch->messages, batch->count, broker->allocate) != 0) {
-		broker_unlock(broker);
-		broker_batch_release(batch);
-		return;
-	}
-	queue->held += batch->count;
-	queue->held_bytes += bytes;
-	broker->stats.pending += batch->count;
-	broker->stats.pending_bytes += bytes;
-	batch_clear(batch);
-	queue_serve_waiters(broker, queue);
-	broker_unlock(broker);
-}
-
-/* --- acknowledgements -------------------------------------------------- */
-
-enum settle_kind { SETTLE_ACK, SETTLE_NACK, SETTLE_EXTEND };
-
-static enum broker_status broker_settle(struct broker *broker, const char *subject, size_t subject_length,
-                                        const char *id, size_t id_length, enum settle_kind kind,
-                                        const uint64_t *seqs, size_t count, uint64_t delay_ms,
-                                        size_t *settled)
-{
-	enum broker_status status;
-	struct broker_subscriber *subscriber;
-	struct queue *queue;
-	bool earliest = false;
-
-	*settled = 0;
-	subscriber = broker_lock_subscriber(broker, subject, subject_length, id, id_length, &status);
-	if (!subscriber)
-		return status;
-	queue = subscriber->queue;
-	if (!queue->ack) {
-		pthread_mutex_unlock(&broker->lock);
-		return BROKER_NOT_ACK;
-	}
-	broker_touch(broker, subscriber);
-	for (size_t i = 0; i < count; i++) {
-		struct delivery *delivery = delivery_table_find(&queue->deliveries, seqs[i]);
-
-		if (!delivery || !delivery_in_flight(delivery) || delivery->owner.consumer != subscriber)
-			continue;
-		(*settled)++;
-		switch (kind) {
-		case SETTLE_ACK:
-			broker->stats.acked++;
-			delivery_remove(broker, queue, delivery);
-			break;
-		case SETTLE_NACK:
-			broker->stats.nacked++;
-			delivery_failed(broker, delivery, delay_ms);
-			break;
-		case SETTLE_EXTEND:
-			delivery->deadline_ms = add_saturated(broker->clock_ms(), queue->ack->ack_wait_ms);
-			earliest |= timer_heap_update(&broker->delivery_timers, delivery);
-			break;
-		}
-	}
-	if (earliest)
-		broker_timers_changed(broker);
-	broker_unlock(broker);
-	return BROKER_OK;
-}
-
-enum broker_status broker_ack(struct broker *broker, const char *subject, size_t subject_length,
-                              const char *id, size_t id_length,
-                              const uint64_t *seqs, size_t count, size_t *settled)
-{
-	return broker_settle(broker, subject, subject_length, id, id_length, SETTLE_ACK,
-	                     seqs, count, 0, settled);
-}
-
-enum broker_status broker_nack(struct broker *broker, const char *subject, size_t subject_length,
-                               const char *id, size_t id_length,
-                               const uint64_t *seqs, size_t count, uint64_t delay_ms,
-                               size_t *settled)
-{
-	return broker_settle(broker, subject, subject_length, id, id_length, SETTLE_NACK,
-	                     seqs, count, delay_ms, settled);
-}
-
-enum broker_status broker_extend(struct broker *broker, const char *subject, size_t subject_length,
-                                 const char *id, size_t id_length,
-                                 const uint64_t *seqs, size_t count, size_t *settled)
-{
-	return broker_settle(broker, subject, subject_length, id, id_length, SETTLE_EXTEND,
-	                     seqs, count, 0, settled);
 }
 
 /* --- idle expiry, stats ------------------------------------------------- */

@@ -1,0 +1,118 @@
+/* broker_internal.h - what the broker core's files share: its structures
+ * and the functions that run with the broker's lock held.  For broker.c,
+ * publish.c and consume.c only; everyone else uses broker.h.
+ */
+#ifndef GOPHERMQ_BROKER_INTERNAL_H
+#define GOPHERMQ_BROKER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker.h"
+#include "delivery.h"
+#include "hash.h"
+#include "queue.h"
+
+struct broker_subject {
+	struct hash_node node;                    /* in broker->subjects */
+	struct queue *queues;                     /* via queue->subject_next/prev */
+	size_t queue_count;
+	size_t subscriber_count;
+	size_t name_length;
+	char name[];                              /* NUL-terminated as well */
+};
+
+struct broker_group {
+	struct hash_node node;                    /* in broker->groups */
+	struct queue queue;
+	size_t member_count;
+	size_t key_length;
+	char key[];                               /* subject, NUL, name, NUL */
+};
+
+struct broker_subscriber {
+	struct queue own;                         /* plain subscribers' queue; first: publish reads it */
+	struct hash_node node;                    /* in broker->subscribers */
+	struct queue *queue;                      /* &own or &group->queue */
+	struct broker_group *group;
+	struct broker_subject *subject;
+	struct broker_subscriber *idle_prev, *idle_next;  /* activity order */
+	uint64_t last_active;                     /* broker clock, seconds */
+	size_t parked;                            /* its waiters parked now */
+	char id[BROKER_ID_LENGTH + 1];
+};
+
+struct broker {
+	pthread_mutex_t lock;
+	struct hash_table subjects;
+	struct hash_table subscribers;
+	struct hash_table groups;
+	struct broker_subscriber *idle_head, *idle_tail;
+	struct broker_limits limits;
+	size_t max_subject_length;   /* copy of limits', atomic: read unlocked */
+	uint64_t (*clock_ms)(void);
+	void *(*allocate)(void *pointer, size_t size);
+	struct broker_stats stats;   /* subscribers, subjects, groups come from the tables */
+	struct timer_heap delivery_timers;
+	struct timer_heap waiter_timers;
+	struct broker_waiter *wake_list;   /* to wake once the lock is released */
+	/* The timer thread. */
+	pthread_cond_t timer_cond;
+	pthread_t timer_thread;
+	bool timer_running;
+	bool timer_stop;
+	bool timers_changed;         /* an earlier deadline since the thread looked */
+	bool closing;                /* broker_wake_all(): park no more fetches */
+};
+
+static inline uint64_t add_saturated(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static inline size_t broker_max_subject_length(struct broker *broker)
+{
+	return __atomic_load_n(&broker->max_subject_length, __ATOMIC_RELAXED);
+}
+
+static inline bool delivery_in_flight(const struct delivery *delivery)
+{
+	return delivery->timer_index != DELIVERY_NO_TIMER && !delivery->delayed;
+}
+
+/* broker.c */
+
+/* Releases the lock, then wakes the waiters completed meanwhile. */
+void broker_unlock(struct broker *broker);
+/* Tells the timer thread about a deadline earlier than it knew. */
+void broker_timers_changed(struct broker *broker);
+bool broker_subject_match(const struct hash_node *node, const void *key, size_t length);
+bool broker_subscriber_match(const struct hash_node *node, const void *key, size_t length);
+/* Stamps activity now: the subscriber moves to the tail of the activity list. */
+void broker_touch(struct broker *broker, struct broker_subscriber *subscriber);
+/* Finds subscriber id of subject and returns it with the lock held, or
+ * NULL with *status set and the lock not held. */
+struct broker_subscriber *broker_lock_subscriber(struct broker *broker,
+                                                 const char *subject_name, size_t subject_length,
+                                                 const char *id, size_t id_length,
+                                                 enum broker_status *status);
+
+/* publish.c */
+
+/* Queues message on every queue of subject, all or nothing. */
+enum broker_status broker_publish_locked(struct broker *broker, struct broker_subject *subject,
+                                         struct broker_message *message);
+
+/* consume.c */
+
+/* Puts an in-flight or delayed delivery back in its queue's retry list
+ * and, when serve, hands it to a waiter. */
+void broker_requeue(struct broker *broker, struct queue *queue, struct delivery *delivery, bool serve);
+/* Hands available messages to the queue's waiters, oldest waiter first. */
+void broker_serve_waiters(struct broker *broker, struct queue *queue);
+/* Completes every waiter of subscriber with BROKER_BAD_ID. */
+void broker_cancel_waiters(struct broker *broker, struct broker_subscriber *subscriber);
+
+#endif
