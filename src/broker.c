@@ -297,9 +297,7 @@ static void queue_discard(struct broker *broker, struct queue *queue)
 	broker->stats.pending_bytes -= queue->held_bytes;
 	broker->stats.in_flight -= queue->in_flight;
 	queue_ring_clear(&queue->fresh);
-	for (size_t i = 0; i < queue->returned_count; i++)
-		broker_message_release(queue->returned[queue->returned_head + i]);
-	free(queue->returned);
+	queue_returned_clear(queue);
 	delivery_table_drain(&queue->deliveries, broker_discard_delivery, broker);
 	free(queue->retry);
 	if (queue->ack)
@@ -316,12 +314,18 @@ struct member_leaving {
 static void delivery_leave_member(struct delivery *delivery, void *context)
 {
 	struct member_leaving *leaving = context;
+	struct queue *queue = leaving->member->queue;
 
-	if (delivery_in_flight(delivery) && delivery->owner.consumer == leaving->member) {
-		/* Handed out but not failed: the attempt stands, no max_deliver
-		 * check; the next member gets it as the next attempt. */
-		broker_requeue(leaving->broker, leaving->member->queue, delivery, false);
-	}
+	if (!delivery_in_flight(delivery) || delivery->owner.consumer != leaving->member)
+		return;
+	/* Handed out and not acknowledged: the next member gets it as the
+	 * next attempt, unless that would pass max_deliver. */
+	if (queue->ack->max_deliver > 0 && delivery->attempt >= queue->ack->max_deliver &&
+	    broker_delivery_exhausted(leaving->broker, queue, delivery))
+		return;
+	/* (Short of memory for a dead letter, it must still leave the
+	 * member that no longer exists.) */
+	broker_requeue(leaving->broker, queue, delivery, false);
 }
 
 /* Unlinks subscriber from every table and list and frees what only it
@@ -454,14 +458,13 @@ static void ack_options_free(struct queue_ack_options *ack)
 	free(ack);
 }
 
-/* Whether a group's options are those a joining member asks for; an
- * unset ack_wait_ms means the default of the time the group was made. */
-static bool ack_options_equal(const struct queue_ack_options *group, const struct queue_ack_options *asked,
-                              uint64_t default_wait_ms)
+/* Whether a group's options are those a joining member asks for; a
+ * member that leaves ack_wait_ms unset takes the group's. */
+static bool ack_options_equal(const struct queue_ack_options *group, const struct queue_ack_options *asked)
 {
 	if (!group || !asked)
 		return group == asked;
-	return group->ack_wait_ms == (asked->ack_wait_ms ? asked->ack_wait_ms : default_wait_ms) &&
+	return (asked->ack_wait_ms == 0 || group->ack_wait_ms == asked->ack_wait_ms) &&
 	       group->max_deliver == asked->max_deliver &&
 	       group->dead_letter_length == asked->dead_letter_length &&
 	       (group->dead_letter_length == 0 ||
@@ -541,7 +544,7 @@ enum broker_status broker_subscribe(struct broker *broker,
 	    (node = hash_table_find(&broker->groups, group_hash, spare_group->key, key_length,
 	                            broker_group_match)) != NULL) {
 		group = hash_entry(node, struct broker_group, node);
-		if (!ack_options_equal(group->queue.ack, ack, broker->limits.ack_wait_ms)) {
+		if (!ack_options_equal(group->queue.ack, ack)) {
 			pthread_mutex_unlock(&broker->lock);
 			ack_options_free(ack);
 			free(spare_group);

@@ -21,6 +21,8 @@
 
 #include "message.h"
 
+struct queue_run;
+
 /* A subscriber id is a UUID v4 in its 36-character text form. */
 #define BROKER_ID_LENGTH 36
 
@@ -80,6 +82,7 @@ struct broker_batch {
 	bool in_flight;              /* the messages wait for an ack */
 	bool peeked;                 /* references only: nothing was removed */
 	bool ack_queue;              /* fetched from an ack subscription's queue */
+	struct queue_run *run;       /* at-most-once: the storage of messages */
 };
 
 /* A fetch held until a message arrives or its time is up.  The caller owns

@@ -110,6 +110,10 @@ enum broker_status broker_publish_locked(struct broker *broker, struct broker_su
 /* Puts an in-flight or delayed delivery back in its queue's retry list
  * and, when serve, hands it to a waiter. */
 void broker_requeue(struct broker *broker, struct queue *queue, struct delivery *delivery, bool serve);
+/* Dead-letters or drops an in-flight copy that used up max_deliver and
+ * returns true; when memory is short keeps it in flight a little longer
+ * and returns false. */
+bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struct delivery *delivery);
 /* Hands available messages to the queue's waiters, oldest waiter first. */
 void broker_serve_waiters(struct broker *broker, struct queue *queue);
 /* Completes every waiter of subscriber with BROKER_BAD_ID. */

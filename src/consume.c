@@ -61,31 +61,46 @@ void broker_requeue(struct broker *broker, struct queue *queue, struct delivery 
 		broker_serve_waiters(broker, queue);
 }
 
-/* Dead-letters or drops a copy that has used up max_deliver.  Lock held. */
-static void delivery_exhausted(struct broker *broker, struct queue *queue, struct delivery *delivery)
+/* Dead-letters or drops an in-flight copy that has used up max_deliver.
+ * When the dead letter cannot be stored for lack of memory, the copy
+ * stays in flight and is tried again a little later: returns false then,
+ * true when the copy is gone.  Lock held. */
+bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struct delivery *delivery)
 {
 	struct queue_ack_options *ack = queue->ack;
 	struct hash_node *node = NULL;
 	struct broker_message *copy = NULL;
-	bool lettered = false;
+	enum broker_status status = BROKER_NO_SUBSCRIBER;
+	size_t length = delivery->message->length;
 
-	if (ack->dead_letter_length > 0) {
+	if (ack->dead_letter_length > 0)
 		node = hash_table_find(&broker->subjects,
 		                       hash_table_hash(&broker->subjects, ack->dead_letter, ack->dead_letter_length),
 		                       ack->dead_letter, ack->dead_letter_length, broker_subject_match);
-		if (node)
-			copy = broker_message_new(delivery->message->data, delivery->message->length);
+	if (node) {
+		copy = broker_message_new(delivery->message->data, length);
+		status = BROKER_NO_MEMORY;
+		if (copy) {
+			/* The dead letter may use the room the original frees. */
+			broker->stats.pending--;
+			broker->stats.pending_bytes -= length;
+			status = broker_publish_locked(broker, hash_entry(node, struct broker_subject, node), copy);
+			broker->stats.pending++;
+			broker->stats.pending_bytes += length;
+			broker_message_release(copy);
+		}
 	}
-	/* The original goes first: the dead letter may use the room it frees. */
-	delivery_remove(broker, queue, delivery);
-	if (copy) {
-		lettered = broker_publish_locked(broker, hash_entry(node, struct broker_subject, node), copy) == BROKER_OK;
-		broker_message_release(copy);
+	if (status == BROKER_NO_MEMORY) {
+		delivery->deadline_ms = broker->clock_ms() + BROKER_RETRY_LATER_MS;
+		timer_heap_update(&broker->delivery_timers, delivery);
+		return false;
 	}
-	if (lettered)
+	if (status == BROKER_OK)
 		broker->stats.dead_lettered++;
 	else
 		broker->stats.max_deliver_dropped++;
+	delivery_remove(broker, queue, delivery);
+	return true;
 }
 
 /* A delivery in flight was not acknowledged (its deadline passed, or it
@@ -96,7 +111,7 @@ static void delivery_failed(struct broker *broker, struct delivery *delivery, ui
 	struct queue *queue = delivery->owner.consumer->queue;
 
 	if (queue->ack->max_deliver > 0 && delivery->attempt >= queue->ack->max_deliver) {
-		delivery_exhausted(broker, queue, delivery);
+		broker_delivery_exhausted(broker, queue, delivery);
 		return;
 	}
 	if (delay_ms > 0) {
@@ -123,7 +138,10 @@ void broker_batch_release(struct broker_batch *batch)
 {
 	for (size_t i = 0; i < batch->count; i++)
 		broker_message_release(batch->messages[i]);
-	free(batch->messages);
+	if (batch->run)
+		free(batch->run);
+	else
+		free(batch->messages);
 	batch_clear(batch);
 }
 
@@ -181,39 +199,27 @@ static int queue_peek(struct broker *broker, struct queue *queue, size_t count,
 static int queue_take_plain(struct broker *broker, struct queue *queue, size_t count,
                             struct broker_batch *batch)
 {
-	struct broker_message **messages;
+	struct queue_run *run;
 	uint64_t bytes = 0;
-	size_t i = 0;
 
 	if (count == 0)
 		return 0;
-	if (queue->returned_count == 0 && count == queue->fresh.count) {
-		/* The common case: everything, in the ring's own array. */
-		messages = queue_ring_take_all(&queue->fresh, broker->allocate);
-		if (!messages)
-			return -1;
-		for (; i < count; i++)
-			bytes += messages[i]->length;
-	} else {
-		messages = broker->allocate(NULL, count * sizeof(*messages));
-		if (!messages)
-			return -1;
-		for (; i < count && queue->returned_count > 0; i++) {
-			messages[i] = queue->returned[queue->returned_head++];
-			queue->returned_count--;
-			bytes += messages[i]->length;
-		}
-		if (queue->returned_count == 0) {
-			free(queue->returned);
-			queue->returned = NULL;
-			queue->returned_head = 0;
-		}
-		for (; i < count; i++) {
-			messages[i] = queue_ring_pop(&queue->fresh);
-			bytes += messages[i]->length;
-		}
+	/* The batch is a run of its own, so that a reply that cannot be sent
+	 * can give it back without allocating. */
+	run = queue_run_new(count, broker->allocate);
+	if (!run)
+		return -1;
+	for (size_t i = 0; i < count; i++) {
+		struct broker_message *message = queue->returned ? queue_returned_pop(queue)
+		                                                 : queue_ring_pop(&queue->fresh);
+
+		run->messages[i] = message;
+		bytes += message->length;
 	}
-	batch->messages = messages;
+	run->count = count;
+	queue_ring_trim(&queue->fresh);
+	batch->messages = run->messages;
+	batch->run = run;
 	batch->count = count;
 	queue->held -= count;
 	queue->held_bytes -= bytes;
@@ -274,7 +280,9 @@ static int queue_take_acked(struct broker *broker, struct queue *queue,
 			queue_retry_remove(queue, delivery);
 			if (delivery->attempt < (UINT32_MAX >> 1))
 				delivery->attempt++;
-			broker->stats.redelivered++;
+			/* A copy given back unsent comes again as attempt 1. */
+			if (delivery->attempt > 1)
+				broker->stats.redelivered++;
 		} else {
 			delivery = spare[i - from_retry];
 			delivery->message = queue_ring_pop(&queue->fresh);
@@ -590,11 +598,7 @@ void broker_batch_give_back(struct broker *broker, const char *id, size_t id_len
 	}
 	for (size_t i = 0; i < batch->count; i++)
 		bytes += batch->messages[i]->length;
-	if (queue_give_back(queue, batch->messages, batch->count, broker->allocate) != 0) {
-		broker_unlock(broker);
-		broker_batch_release(batch);
-		return;
-	}
+	queue_give_back(queue, batch->run, broker->allocate);
 	queue->held += batch->count;
 	queue->held_bytes += bytes;
 	broker->stats.pending += batch->count;

@@ -9,6 +9,7 @@
 
 #define QUEUE_RING_INITIAL 2      /* slots allocated for a second pending copy */
 #define QUEUE_RETRY_INITIAL 8
+#define QUEUE_RING_KEEP 16        /* slots an emptied ring keeps for the next publishes */
 
 /* --- the ring ---------------------------------------------------------- */
 
@@ -75,40 +76,12 @@ struct broker_message *queue_ring_pop(struct queue_ring *ring)
 	return message;
 }
 
-static void queue_reverse(struct broker_message **slots, size_t count)
+void queue_ring_trim(struct queue_ring *ring)
 {
-	for (size_t i = 0, j = count; i < j / 2; i++) {
-		struct broker_message *swap = slots[i];
-
-		slots[i] = slots[j - 1 - i];
-		slots[j - 1 - i] = swap;
+	if (ring->count == 0 && ring->capacity > QUEUE_RING_KEEP) {
+		free(ring->slots);
+		*ring = (struct queue_ring){0};
 	}
-}
-
-struct broker_message **queue_ring_take_all(struct queue_ring *ring, queue_realloc_fn *allocate)
-{
-	struct broker_message **slots;
-
-	if (ring->capacity == 0) {
-		slots = allocate(NULL, sizeof(*slots));
-		if (!slots)
-			return NULL;
-		slots[0] = ring->single;
-	} else {
-		slots = ring->slots;
-		if (ring->head + ring->count <= ring->capacity) {
-			if (ring->head > 0)
-				memmove(slots, slots + ring->head, ring->count * sizeof(*slots));
-		} else {
-			/* Wrapped: rotating the whole array left by head puts
-			 * [head, capacity) first, followed by [0, tail). */
-			queue_reverse(slots, ring->head);
-			queue_reverse(slots + ring->head, ring->capacity - ring->head);
-			queue_reverse(slots, ring->capacity);
-		}
-	}
-	*ring = (struct queue_ring){0};
-	return slots;
 }
 
 void queue_ring_clear(struct queue_ring *ring)
@@ -122,41 +95,89 @@ void queue_ring_clear(struct queue_ring *ring)
 
 /* --- returned messages ------------------------------------------------- */
 
-int queue_give_back(struct queue *queue, struct broker_message **messages, size_t count,
-                    queue_realloc_fn *allocate)
+struct queue_run *queue_run_new(size_t count, queue_realloc_fn *allocate)
 {
-	struct broker_message **merged, **old = queue->returned + queue->returned_head;
-	size_t old_count = queue->returned_count, i = 0, j = 0, k = 0;
+	struct queue_run *run;
 
-	if (count == 0) {
-		free(messages);
-		return 0;
+	if (count > (SIZE_MAX - sizeof(*run)) / sizeof(run->messages[0]))
+		return NULL;
+	run = allocate(NULL, sizeof(*run) + count * sizeof(run->messages[0]));
+	if (run) {
+		run->next = NULL;
+		run->head = 0;
+		run->count = 0;
 	}
-	if (old_count == 0) {
-		free(queue->returned);
-		queue->returned = messages;
-		queue->returned_head = 0;
-		queue->returned_count = count;
-		return 0;
+	return run;
+}
+
+static int run_seq_compare(const void *a, const void *b)
+{
+	uint64_t x = (*(struct broker_message *const *)a)->seq;
+	uint64_t y = (*(struct broker_message *const *)b)->seq;
+
+	return x < y ? -1 : x > y;
+}
+
+void queue_give_back(struct queue *queue, struct queue_run *run, queue_realloc_fn *allocate)
+{
+	struct queue_run *merged, **link;
+	size_t total = queue->returned_count + run->count;
+
+	if (run->count == 0) {
+		free(run);
+		return;
 	}
-	/* Two replies failed for the same consumer: merge by seq. */
-	if (count > SIZE_MAX / sizeof(*merged) - old_count)
-		return -1;
-	merged = allocate(NULL, (count + old_count) * sizeof(*merged));
-	if (!merged)
-		return -1;
-	while (i < old_count || j < count) {
-		if (j == count || (i < old_count && old[i]->seq < messages[j]->seq))
-			merged[k++] = old[i++];
-		else
-			merged[k++] = messages[j++];
+	run->next = NULL;
+	if (!queue->returned) {
+		queue->returned = run;
+		queue->returned_count = run->count;
+		return;
 	}
-	free(queue->returned);
-	free(messages);
-	queue->returned = merged;
-	queue->returned_head = 0;
-	queue->returned_count = k;
-	return 0;
+	/* Two replies failed for this consumer: one run in seq order. */
+	merged = queue_run_new(total, allocate);
+	if (merged) {
+		for (struct queue_run *each = queue->returned, *next; each; each = next) {
+			next = each->next;
+			memcpy(merged->messages + merged->count, each->messages + each->head,
+			       each->count * sizeof(each->messages[0]));
+			merged->count += each->count;
+			free(each);
+		}
+		memcpy(merged->messages + merged->count, run->messages + run->head,
+		       run->count * sizeof(run->messages[0]));
+		merged->count += run->count;
+		free(run);
+		qsort(merged->messages, merged->count, sizeof(merged->messages[0]), run_seq_compare);
+		queue->returned = merged;
+		queue->returned_count = total;
+		return;
+	}
+	for (link = &queue->returned; *link; link = &(*link)->next)
+		if ((*link)->messages[(*link)->head]->seq > run->messages[run->head]->seq)
+			break;
+	run->next = *link;
+	*link = run;
+	queue->returned_count = total;
+}
+
+struct broker_message *queue_returned_pop(struct queue *queue)
+{
+	struct queue_run *run = queue->returned;
+	struct broker_message *message = run->messages[run->head++];
+
+	run->count--;
+	queue->returned_count--;
+	if (run->count == 0) {
+		queue->returned = run->next;
+		free(run);
+	}
+	return message;
+}
+
+void queue_returned_clear(struct queue *queue)
+{
+	while (queue->returned)
+		broker_message_release(queue_returned_pop(queue));
 }
 
 /* --- retry list -------------------------------------------------------- */
@@ -239,8 +260,13 @@ struct broker_message *queue_available_at(const struct queue *queue, size_t inde
                                           struct delivery **delivery)
 {
 	*delivery = NULL;
-	if (index < queue->returned_count)
-		return queue->returned[queue->returned_head + index];
+	if (index < queue->returned_count) {
+		for (struct queue_run *run = queue->returned;; run = run->next) {
+			if (index < run->count)
+				return run->messages[run->head + index];
+			index -= run->count;
+		}
+	}
 	index -= queue->returned_count;
 	if (index < queue->retry_count) {
 		*delivery = queue->retry[queue->retry_head + index];

@@ -4,7 +4,7 @@
  * message pointers (no allocation and 8 bytes per copy); copies that come
  * back wait in front of them, also in seq order:
  *  - at-most-once queues: a batch whose reply could not be sent is given
- *    back whole (the "returned" array, taken over from the batch);
+ *    back whole (a struct queue_run, the very array the batch was);
  *  - ack queues: struct delivery objects (delivery.h) for messages that
  *    were nacked or whose ack deadline passed (the "retry" array).
  * Everything that leaves a queue has a lower seq than anything in the
@@ -38,6 +38,15 @@ struct queue_ring {
 	size_t count;
 };
 
+/* A run of message pointers in seq order, from head: the array of a plain
+ * fetch's batch and, given back, one of its queue's returned runs. */
+struct queue_run {
+	struct queue_run *next;
+	size_t head;
+	size_t count;
+	struct broker_message *messages[];
+};
+
 /* The at-least-once settings of a queue (all of a group's members agree). */
 struct queue_ack_options {
 	uint64_t ack_wait_ms;
@@ -59,9 +68,9 @@ struct queue {
 	struct broker_waiter *waiters_tail;
 	size_t batch_reserve;                 /* scratch of a batch publish */
 
-	/* At-most-once: messages given back, seq order, from returned_head. */
-	struct broker_message **returned;
-	size_t returned_head, returned_count;
+	/* At-most-once: runs given back, ordered by their first seq. */
+	struct queue_run *returned;
+	size_t returned_count;                /* messages in them */
 
 	/* Ack queues only (ack non-NULL). */
 	struct queue_ack_options *ack;
@@ -88,24 +97,30 @@ struct broker_message *queue_ring_at(const struct queue_ring *ring, size_t index
  * caller).  The ring must not be empty. */
 struct broker_message *queue_ring_pop(struct queue_ring *ring);
 
-/* Empties a non-empty ring and returns an array (allocated; the caller owns
- * it and the references) of its messages, oldest first.  The ring's own
- * slots become that array; only an inline message needs an allocation.
- * Returns NULL, ring unchanged, when that fails. */
-struct broker_message **queue_ring_take_all(struct queue_ring *ring, queue_realloc_fn *allocate);
+/* Frees the slots of an empty ring that has grown large, so that a
+ * drained backlog's memory goes back. */
+void queue_ring_trim(struct queue_ring *ring);
 
 /* Drops every reference and frees the slots. */
 void queue_ring_clear(struct queue_ring *ring);
 
 /* --- returned messages (at-most-once) ------------------------------------ */
 
-/* Gives back count messages (seq order; the references pass to the queue).
- * messages is an allocated array that the queue takes over when it holds
- * none returned; otherwise the two are merged into a grown array.  Returns
- * 0, or -1 when out of memory (nothing changed; the caller still owns
- * everything). */
-int queue_give_back(struct queue *queue, struct broker_message **messages, size_t count,
-                    queue_realloc_fn *allocate);
+/* An empty run with room for count messages, or NULL. */
+struct queue_run *queue_run_new(size_t count, queue_realloc_fn *allocate);
+
+/* Gives back a run of messages (the references pass to the queue) in seq
+ * order before everything else.  Never fails: when the runs cannot be
+ * merged into one for lack of memory, run is linked in by its first seq
+ * (all messages kept; a run that overlaps another's seqs, from two failed
+ * replies to concurrent fetches, then keeps its own order). */
+void queue_give_back(struct queue *queue, struct queue_run *run, queue_realloc_fn *allocate);
+
+/* Removes and returns the oldest returned message; there must be one. */
+struct broker_message *queue_returned_pop(struct queue *queue);
+
+/* Drops every returned message. */
+void queue_returned_clear(struct queue *queue);
 
 /* --- retry list (ack queues) ----------------------------------------------- */
 
