@@ -34,7 +34,7 @@ struct broker_message *broker_message_new(const char *data, size_t length)
 {
 	struct broker_message *message;
 
-	if (length > SIZE_MAX - sizeof(*message) - 1)
+	if (length > UINT32_MAX)
 		return NULL;
 	message = malloc(message_size(length));
 	if (!message)
@@ -45,9 +45,8 @@ struct broker_message *broker_message_new(const char *data, size_t length)
 	                                                   __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 	message->refcount = 1;
-	message->reserved = 0;
+	message->length = (uint32_t)length;
 	message->seq = 0;
-	message->length = length;
 	if (length > 0)
 		memcpy(message->data, data, length);
 	message->data[length] = '\0';

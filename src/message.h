@@ -15,14 +15,15 @@
  * may itself contain NUL bytes: always use length. */
 struct broker_message {
 	uint32_t refcount;       /* atomic: one per queued copy and holder */
-	uint32_t reserved;
+	uint32_t length;         /* bytes of data; max_message_size is at most 1 GiB */
 	uint64_t seq;            /* set once by the broker that accepts it; 0 before */
-	size_t length;
 	char data[];
 };
 
 /* Creates a message holding a copy of data, with one reference owned by the
- * caller.  Returns NULL when out of memory. */
+ * caller.  The 16-byte header keeps a small message in the allocation size
+ * class it had before it carried a seq.  Returns NULL when out of memory or
+ * when length does not fit 32 bits. */
 struct broker_message *broker_message_new(const char *data, size_t length);
 
 /* Takes one more reference. */
