@@ -13,7 +13,8 @@ standard library.  Environment:
 A Daemon writes a configuration file with `port = 0` and `metrics_port = 0`
 into a private temporary directory, starts `gophermqd -f -c FILE`, reads the
 ports it picked back from its log on stderr and waits until GET /ready
-answers 204.  Every daemon a test starts is stopped with SIGTERM when the
+answers 204 (gmqlaunch.py beside this file does that part, for the
+benchmarks in loadtest/ too).  Every daemon a test starts is stopped with SIGTERM when the
 test ends (and must exit 0); whatever happens, an atexit hook kills what is
 left, so a failing test never leaves a daemon behind.
 """
@@ -36,6 +37,11 @@ import unittest
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+import gmqlaunch  # noqa: E402  (the launcher, shared with loadtest/)
+from gmqlaunch import LISTEN_RE, format_value  # noqa: E402,F401  (part of this module's API)
+
 SRCDIR = os.environ.get("GOPHERMQ_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
 DAEMON = os.environ.get("GOPHERMQD") or os.path.join(SRCDIR, "src", "gophermqd")
 VALGRIND = os.environ.get("GOPHERMQ_VALGRIND") == "1"
@@ -55,7 +61,6 @@ FILE_WATCHDOG = 300 * SCALE       # a whole test file, as a last resort
 
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-LISTEN_RE = re.compile(r"(api|metrics) listening on (\S+):(\d+)")
 SHUTDOWN_RE = re.compile(r"shutdown complete: (\d+) published, (\d+) delivered, (\d+) pending")
 
 _DEFAULT = object()
@@ -83,17 +88,6 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def format_value(value):
-    """value in libconfuse syntax: integers bare, strings quoted."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    raise TypeError("cannot write %r to a config file" % (value,))
 
 
 def wrap_command(argv):
@@ -233,21 +227,21 @@ class Metrics:
         return sum(v for _, v in self.find(name, **labels))
 
 
-class Daemon:
-    """A gophermqd process started on free loopback ports."""
+class Daemon(gmqlaunch.DaemonProcess):
+    """A gophermqd process started on free loopback ports.  Writing the
+    config, starting, reading the ports from the log, waiting for /ready,
+    the log and stopping are gmqlaunch.DaemonProcess's (shared with the
+    benchmarks); this class adds the test's bookkeeping (cleanup at exit,
+    logs of failed tests), valgrind and the HTTP helpers."""
+
+    CONFIG_HEADER = "# written by tests/blackbox/harness.py\n"
 
     def __init__(self, config=None, owner=None, start=True, args=()):
         self.owner = owner
         self.directory = tempfile.mkdtemp(prefix="gophermq-test-")
-        self.config_path = os.path.join(self.directory, "gophermq.conf")
-        self.process = None
-        self.lines = []
-        self.lines_changed = threading.Condition()
-        self.readers = []
-        self.api_host = self.api_port = None
-        self.metrics_host = self.metrics_port = None
-        self.returncode = None
-        self.extra_args = list(args)
+        super().__init__(os.path.join(self.directory, "gophermq.conf"), binary=DAEMON,
+                         args=args, wrapper=VALGRIND_COMMAND if VALGRIND else (),
+                         cwd=self.directory, scale=SCALE)
         self.dumped = False
         self.write_config(config or {})
         with _live_lock:
@@ -255,133 +249,28 @@ class Daemon:
         if start:
             self.start()
 
-    # -- configuration -------------------------------------------------
-    def write_config(self, overrides=None, raw=None):
-        """(Re)writes the config file: loopback, port 0 and metrics_port 0,
-        then overrides (a value None drops the option).  raw, when given,
-        is appended verbatim.  Written to a new file and renamed over the
-        old one, so a reload never reads half a file."""
-        options = {"listen": "127.0.0.1", "port": 0,
-                   "metrics_listen": "127.0.0.1", "metrics_port": 0}
-        options.update(overrides or {})
-        text = "# written by tests/blackbox/harness.py\n"
-        for name, value in options.items():
-            if value is not None:
-                text += "%s = %s\n" % (name, format_value(value))
-        if raw is not None:
-            text += raw
-        self.write_config_text(text)
-
-    def write_config_text(self, text):
-        """Replaces the config file with text, exactly."""
-        temporary = self.config_path + ".new"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.rename(temporary, self.config_path)
-
-    # -- process -----------------------------------------------------------
+    # -- process (see gmqlaunch.DaemonProcess for the rest) ---------------
     def start(self, timeout=None):
         """Starts the daemon and waits until /ready says 204."""
-        timeout = timeout or START_TIMEOUT
-        argv = wrap_command([DAEMON, "-f", "-c", self.config_path] + self.extra_args)
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, cwd=self.directory)
         with _live_lock:
             _live_daemons.add(self)
-        for stream in (self.process.stderr, self.process.stdout):
-            reader = threading.Thread(target=self._read_lines, args=(stream,), daemon=True)
-            reader.start()
-            self.readers.append(reader)
-        try:
-            deadline = time.monotonic() + timeout
-            api = self.wait_for_log(r"api listening on \S+:\d+", timeout=timeout)
-            metrics = self.wait_for_log(r"metrics listening on \S+:\d+",
-                                        timeout=max(0.1, deadline - time.monotonic()))
-            self.api_host, self.api_port = self._address(api[0])
-            self.metrics_host, self.metrics_port = self._address(metrics[0])
-            self.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    @staticmethod
-    def _address(line):
-        match = LISTEN_RE.search(line)
-        host, port = match.group(2), int(match.group(3))
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        if host in ("0.0.0.0", "*", ""):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        return host, port
-
-    def _read_lines(self, stream):
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self.lines_changed:
-                self.lines.append(line)
-                self.lines_changed.notify_all()
-        stream.close()
-        with self.lines_changed:
-            self.lines_changed.notify_all()
-
-    @property
-    def pid(self):
-        return self.process.pid
-
-    def running(self):
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum):
-        """Sends signum to the daemon."""
-        self.process.send_signal(signum)
+        return super().start(timeout or START_TIMEOUT)
 
     def wait_exit(self, timeout=None):
         """Waits for the daemon to exit; returns its exit code, or None when
         it is still running after timeout."""
-        try:
-            self.returncode = self.process.wait(timeout=timeout or STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return None
-        for reader in self.readers:
-            reader.join(timeout=scaled(5))
-        with _live_lock:
-            _live_daemons.discard(self)
-        return self.returncode
-
-    def stop(self, signum=SIGTERM, timeout=None, expect=0):
-        """Sends signum (SIGTERM), waits up to timeout (5 s, scaled) for the
-        exit and returns the exit code.  Raises AssertionError when the
-        daemon does not exit in time (it is then killed) or, unless expect
-        is None, when the exit code is not expect (0)."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            timeout = timeout or STOP_TIMEOUT
-            self.signal(signum)
-            code = self.wait_exit(timeout)
-            if code is None:
-                self.kill()
-                raise AssertionError("gophermqd did not exit within %s s of signal %d\n%s"
-                                     % (timeout, signum, self.log_tail()))
-        else:
-            code = self.wait_exit(scaled(5))
-        if expect is not None and code != expect:
-            hint = " (valgrind found errors or leaks)" if VALGRIND and code == 99 else ""
-            raise AssertionError("gophermqd exited with %s, expected %s%s\n%s"
-                                 % (code, expect, hint, self.log_tail()))
+        code = super().wait_exit(timeout or STOP_TIMEOUT)
+        if code is not None:
+            with _live_lock:
+                _live_daemons.discard(self)
         return code
+
+    def exit_hint(self, code):
+        return " (valgrind found errors or leaks)" if VALGRIND and code == 99 else ""
 
     def kill(self):
         """SIGKILL, for cleanup after a failure."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            try:
-                self.process.wait(timeout=scaled(10))
-            except subprocess.TimeoutExpired:
-                pass
+        super().kill()
         with _live_lock:
             _live_daemons.discard(self)
 
@@ -394,45 +283,6 @@ class Daemon:
         finally:
             self.kill()
             shutil.rmtree(self.directory, ignore_errors=True)
-
-    # -- log -----------------------------------------------------------
-    def log(self):
-        """Everything the daemon wrote to stderr and stdout so far."""
-        with self.lines_changed:
-            return "\n".join(self.lines) + ("\n" if self.lines else "")
-
-    def log_lines(self):
-        with self.lines_changed:
-            return list(self.lines)
-
-    def log_tail(self, count=60):
-        lines = self.log_lines()[-count:]
-        return "---- gophermqd log (last %d lines) ----\n%s\n----" % (len(lines), "\n".join(lines))
-
-    def log_count(self, pattern):
-        """How many log lines match the regex pattern."""
-        regex = re.compile(pattern)
-        return sum(1 for line in self.log_lines() if regex.search(line))
-
-    def wait_for_log(self, pattern, count=1, timeout=None):
-        """Waits until at least count lines match pattern; returns them.
-        Raises AssertionError on timeout or when the daemon exits first."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + (timeout or WAIT_TIMEOUT)
-        with self.lines_changed:
-            while True:
-                found = [line for line in self.lines if regex.search(line)]
-                if len(found) >= count:
-                    return found
-                exited = self.process.poll() is not None and \
-                    not any(reader.is_alive() for reader in self.readers)
-                remaining = deadline - time.monotonic()
-                if exited or remaining <= 0:
-                    break
-                self.lines_changed.wait(min(remaining, 0.2))
-        state = "exited with %s" % self.process.poll() if exited else "timed out"
-        raise AssertionError("%s waiting for %d log line(s) matching %r\n%s"
-                             % (state, count, pattern, self.log_tail()))
 
     # -- HTTP ----------------------------------------------------------
     def client(self, timeout=None):
@@ -452,24 +302,6 @@ class Daemon:
         """POSTs obj; returns (status, headers, decoded JSON or None)."""
         status, headers, body = self.request("POST", path, obj, client=client, **kwargs)
         return status, headers, (json_body(body) if body else None)
-
-    def wait_ready(self, timeout=None):
-        """Polls GET /ready until it answers 204."""
-        deadline = time.monotonic() + (timeout or START_TIMEOUT)
-        last = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                status, _, _ = self.request("GET", "/ready", timeout=scaled(2))
-                if status == 204:
-                    return
-                last = "status %d" % status
-            except (OSError, http.client.HTTPException) as error:
-                last = repr(error)
-            time.sleep(0.05)
-        raise AssertionError("GET /ready never answered 204 (last: %s, exit code %s)\n%s"
-                             % (last, self.process.poll(), self.log_tail()))
 
     # Convenience wrappers that assert success.
     def subscribe(self, subject, client=None):
