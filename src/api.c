@@ -704,6 +704,11 @@ bool api_hold_attach(struct api_hold *hold, void (*resume)(void *transport), voi
 	return atomic_compare_exchange_strong(&hold->state, &expected, HOLD_ATTACHED);
 }
 
+bool api_hold_cancel(struct api_context *context, struct api_hold *hold)
+{
+	return broker_waiter_cancel(context->broker, &hold->waiter);
+}
+
 void api_hold_reply(struct api_context *context, struct api_hold *hold, struct api_reply *reply)
 {
 	if (hold->waiter.status != BROKER_OK)

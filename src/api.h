@@ -117,6 +117,12 @@ void api_handle(struct api_context *context, const struct api_endpoint *endpoint
  * calls api_hold_reply() from the request's thread. */
 bool api_hold_attach(struct api_hold *hold, void (*resume)(void *transport), void *transport);
 
+/* Ends a held fetch whose client went away, taking nothing: returns true
+ * when it was still held, and the transport must then resume the request
+ * itself (resume() will not be called); false when it was answered
+ * already.  hold must still be alive: not yet passed to api_hold_reply(). */
+bool api_hold_cancel(struct api_context *context, struct api_hold *hold);
+
 /* Fills reply with the held fetch's answer and frees hold. */
 void api_hold_reply(struct api_context *context, struct api_hold *hold, struct api_reply *reply);
 

@@ -255,6 +255,12 @@ uint64_t broker_run_timers(struct broker *broker);
 int broker_timer_start(struct broker *broker);
 void broker_timer_stop(struct broker *broker);
 
+/* Takes back a parked waiter whose client went away: it completes with an
+ * empty batch (nothing taken) and wake() is NOT called.  Returns true when
+ * it was still parked; false when it had completed already (wake() has
+ * been or is being called). */
+bool broker_waiter_cancel(struct broker *broker, struct broker_waiter *waiter);
+
 /* Answers every parked fetch with what it has now, and from then on holds
  * no fetch (shutdown). */
 void broker_wake_all(struct broker *broker);

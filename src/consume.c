@@ -499,6 +499,22 @@ void broker_wake_all(struct broker *broker)
 	broker_unlock(broker);
 }
 
+bool broker_waiter_cancel(struct broker *broker, struct broker_waiter *waiter)
+{
+	bool parked;
+
+	pthread_mutex_lock(&broker->lock);
+	parked = waiter->subscriber != NULL;
+	if (parked) {
+		batch_clear(&waiter->batch);
+		waiter_complete(broker, waiter, BROKER_OK);
+		/* The caller answers it: not woken. */
+		broker->wake_list = waiter->wake_next;
+	}
+	broker_unlock(broker);
+	return parked;
+}
+
 /* --- fetch ------------------------------------------------------------- */
 
 static const struct broker_fetch_options fetch_everything = { 0, 0, false };

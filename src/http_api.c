@@ -36,6 +36,10 @@
  * being kept for the connection's next request. */
 #define BODY_KEEP_LIMIT 65536
 
+/* Held fetches whose client went away that one sweep ends; more wait for
+ * the next sweep. */
+#define SWEEP_ABANDONED_MAX 256
+
 #define REPLY_SHUTTING_DOWN      "{\"message\":\"shutting down\"}\n"
 
 /* Per-connection state, also used as the per-request context. */
@@ -53,8 +57,9 @@ struct connection {
 	bool body_too_large;
 	const struct api_endpoint *endpoint;   /* the route; NULL: none */
 	struct MHD_Connection *mhd;
-	struct api_hold *hold;         /* a held fetch, suspended */
-	atomic_bool held;              /* hold is set: the sweep leaves it alone */
+	/* A held fetch, suspended.  Set and cleared under connections_lock,
+	 * so that the sweep may end it while it is alive. */
+	struct api_hold *hold;
 	struct timespec started;
 	bool has_early_reply;     /* answer with early, whatever the body */
 	bool replied;             /* a reply is queued; drop the rest */
@@ -264,13 +269,14 @@ static void request_resume(void *transport)
 
 /* Parks the request until its held fetch is answered: suspended, it costs
  * no thread and no polling. */
-static enum MHD_Result request_hold(struct MHD_Connection *connection, struct connection *state,
-                                    struct api_hold *hold)
+static enum MHD_Result request_hold(struct http_api *http, struct MHD_Connection *connection,
+                                    struct connection *state, struct api_hold *hold)
 {
-	state->hold = hold;
 	state->mhd = connection;
-	atomic_store_explicit(&state->held, true, memory_order_relaxed);
 	MHD_suspend_connection(connection);
+	pthread_mutex_lock(&http->connections_lock);
+	state->hold = hold;
+	pthread_mutex_unlock(&http->connections_lock);
 	if (!api_hold_attach(hold, request_resume, state))
 		MHD_resume_connection(connection);   /* answered already */
 	return MHD_YES;
@@ -284,10 +290,12 @@ static enum MHD_Result request_resumed(struct http_api *http, struct MHD_Connect
                                        struct connection *state)
 {
 	struct api_reply reply;
-	struct api_hold *hold = state->hold;
+	struct api_hold *hold;
 
+	pthread_mutex_lock(&http->connections_lock);
+	hold = state->hold;
 	state->hold = NULL;
-	atomic_store_explicit(&state->held, false, memory_order_relaxed);
+	pthread_mutex_unlock(&http->connections_lock);
 	atomic_store_explicit(&state->idle_since_ms, monotonic_ms(), memory_order_relaxed);
 	api_hold_reply(http->api, hold, &reply);
 	return request_reply(http, connection, state, &reply);
@@ -311,7 +319,7 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 	} else {
 		api_handle(http->api, state->endpoint, state->body, state->body_length, &reply);
 		if (reply.hold != NULL)
-			return request_hold(connection, state, reply.hold);
+			return request_hold(http, connection, state, reply.hold);
 	}
 	return request_reply(http, connection, state, &reply);
 }
@@ -604,13 +612,25 @@ unsigned http_api_sweep(struct http_api *http)
 {
 	uint64_t now = monotonic_ms(), limit = (uint64_t)http->connection_timeout * 1000u;
 	unsigned cut = 0;
+	struct MHD_Connection *abandoned[SWEEP_ABANDONED_MAX];
+	size_t abandoned_count = 0;
 
 	pthread_mutex_lock(&http->connections_lock);
 	for (struct connection *state = http->connections_list; state != NULL; state = state->next) {
 		uint64_t since = atomic_load_explicit(&state->idle_since_ms, memory_order_relaxed);
 
-		if (state->cut_off || state->fd < 0 || atomic_load_explicit(&state->held, memory_order_relaxed))
+		if (state->cut_off || state->fd < 0)
 			continue;
+		if (state->hold != NULL) {
+			/* A held fetch is waiting by design, never cut off for
+			 * time.  Its client may have gone, though: end the wait
+			 * taking nothing, so no message is sent to a closed
+			 * socket and its max_parked_fetches slot is free. */
+			if (abandoned_count < SWEEP_ABANDONED_MAX && peer_gone_and_read(state->fd) &&
+			    api_hold_cancel(http->api, state->hold))
+				abandoned[abandoned_count++] = state->mhd;
+			continue;
+		}
 		if (limit != 0 && now >= since && now - since > limit) {
 			/* The owning thread sees the socket end and cleans up. */
 			shutdown(state->fd, SHUT_RDWR);
@@ -630,6 +650,9 @@ unsigned http_api_sweep(struct http_api *http)
 		}
 	}
 	pthread_mutex_unlock(&http->connections_lock);
+	/* Suspended until resumed here: they cannot have been closed. */
+	for (size_t i = 0; i < abandoned_count; i++)
+		MHD_resume_connection(abandoned[i]);
 	return cut;
 }
 

@@ -660,6 +660,27 @@ class HeldFetchTest(DeliveryTestCase):
         self.assertGreaterEqual(held.elapsed(), seconds(wait) * 0.9)
 
 
+    def test_a_held_fetch_whose_client_left_ends_and_takes_nothing(self):
+        d = self.start_daemon({"max_parked_fetches": 1, "fetch_max_wait_ms": ms(60000)})
+        subject = unique_subject()
+        subscriber = self.subscribe(d, subject)
+        body = json.dumps({"subject": subject, "id": subscriber, "wait_ms": ms(60000)}).encode()
+        gone = socket.create_connection((d.api_host, d.api_port))
+        gone.sendall(b"POST /api/fetch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        d.wait_metric("gophermq_parked_fetches", lambda value: value == 1)
+        gone.close()
+        # The connection sweep (once a second) notices and ends the wait.
+        d.wait_metric("gophermq_parked_fetches", lambda value: value == 0)
+        # Its slot is free for another held fetch, and a publish is not
+        # sent to the closed socket: the next fetch gets it.
+        held = self.held(d, subject, subscriber, wait_ms=ms(30000))
+        d.wait_metric("gophermq_parked_fetches", lambda value: value == 1)
+        self.publish(d, subject, "kept")
+        self.assertEqual(held.reply(timeout=harness.scaled(10)),
+                         (200, {"subject": subject, "id": subscriber, "data": ["kept"]}))
+
+
 # ---------------------------------------------------------------------------
 class ManyHeldFetchesTest(DeliveryTestCase):
     COUNT = 2000
