@@ -261,7 +261,7 @@ static int queue_take_acked(struct broker *broker, struct queue *queue,
 			}
 		}
 	}
-	if (timer_heap_reserve(&broker->delivery_timers, fresh, broker->allocate) != 0) {
+	if (timer_heap_reserve(&broker->delivery_timers, count, broker->allocate) != 0) {
 		for (size_t i = 0; i < fresh; i++)
 			free(spare[i]);
 		goto fail;
