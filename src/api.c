@@ -709,6 +709,17 @@ bool api_hold_cancel(struct api_context *context, struct api_hold *hold)
 	return broker_waiter_cancel(context->broker, &hold->waiter);
 }
 
+void api_hold_drop(struct api_context *context, struct api_hold *hold)
+{
+	if (!broker_waiter_cancel(context->broker, &hold->waiter)) {
+		log_info("fetch: client gone before its held fetch was answered; %zu message(s) given back",
+		         hold->waiter.batch.count);
+		broker_batch_give_back(context->broker, hold->names + hold->subject_length, hold->id_length,
+		                       &hold->waiter.batch);
+	}
+	free(hold);
+}
+
 void api_hold_reply(struct api_context *context, struct api_hold *hold, struct api_reply *reply)
 {
 	if (hold->waiter.status != BROKER_OK)

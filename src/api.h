@@ -123,6 +123,11 @@ bool api_hold_attach(struct api_hold *hold, void (*resume)(void *transport), voi
  * already.  hold must still be alive: not yet passed to api_hold_reply(). */
 bool api_hold_cancel(struct api_context *context, struct api_hold *hold);
 
+/* Drops a hold whose request ended before its answer could be sent (the
+ * client went away after it was woken): the fetch's messages go back to
+ * the queue, as for a reply that could not be sent.  Frees hold. */
+void api_hold_drop(struct api_context *context, struct api_hold *hold);
+
 /* Fills reply with the held fetch's answer and frees hold. */
 void api_hold_reply(struct api_context *context, struct api_hold *hold, struct api_reply *reply);
 

@@ -408,6 +408,17 @@ static void http_api_request_completed(void *context, struct MHD_Connection *con
 	if (state == NULL)
 		return;
 	*request_context = NULL;
+	if (state->hold != NULL) {
+		/* Woken, then closed before the answer: a suspended request
+		 * is never ended, so its waker is done with it. */
+		struct api_hold *hold;
+
+		pthread_mutex_lock(&http->connections_lock);
+		hold = state->hold;
+		state->hold = NULL;
+		pthread_mutex_unlock(&http->connections_lock);
+		api_hold_drop(http->api, hold);
+	}
 	atomic_fetch_sub_explicit(&http->requests_in_flight, 1, memory_order_relaxed);
 	atomic_store_explicit(&state->idle_since_ms, monotonic_ms(), memory_order_relaxed);
 	if (state->body_capacity > BODY_KEEP_LIMIT) {
