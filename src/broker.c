@@ -153,7 +153,7 @@ bool broker_subscriber_match(const struct hash_node *node, const void *key, size
 	return length == BROKER_ID_LENGTH && memcmp(subscriber->id, key, BROKER_ID_LENGTH) == 0;
 }
 
-static bool broker_group_match(const struct hash_node *node, const void *key, size_t length)
+bool broker_group_match(const struct hash_node *node, const void *key, size_t length)
 {
 	const struct broker_group *group = hash_entry(node, struct broker_group, node);
 
@@ -332,7 +332,7 @@ static void delivery_leave_member(struct delivery *delivery, void *context)
  * held; a group member's in-flight copies go back to the group.  Returns
  * how many copies were freed.  Frees the subscriber, its subject and its
  * group when they become empty.  Lock held. */
-static uint64_t broker_remove_subscriber(struct broker *broker, struct broker_subscriber *subscriber)
+uint64_t broker_remove_subscriber(struct broker *broker, struct broker_subscriber *subscriber)
 {
 	struct broker_subject *subject = subscriber->subject;
 	struct broker_group *group = subscriber->group;
@@ -476,6 +476,23 @@ enum broker_status broker_subscribe(struct broker *broker,
                                     const struct broker_subscription *options,
                                     char id_out[BROKER_ID_LENGTH + 1])
 {
+	return broker_subscribe_as(broker, subject_name, subject_length, options, NULL, id_out);
+}
+
+/* Drops a subject made for a subscribe that was then refused.  Lock held. */
+static void subject_drop_unused(struct broker *broker, struct broker_subject *subject)
+{
+	if (subject->subscriber_count == 0) {
+		hash_table_remove(&broker->subjects, &subject->node);
+		free(subject);
+	}
+}
+
+enum broker_status broker_subscribe_as(struct broker *broker,
+                                       const char *subject_name, size_t subject_length,
+                                       const struct broker_subscription *options, const char *given_id,
+                                       char id_out[BROKER_ID_LENGTH + 1])
+{
 	struct broker_subscriber *subscriber;
 	struct broker_subject *subject, *spare = NULL;
 	struct broker_group *group = NULL, *spare_group = NULL;
@@ -485,8 +502,9 @@ enum broker_status broker_subscribe(struct broker *broker,
 	size_t group_length = options && options->group ? options->group_length : 0;
 	size_t key_length = subject_length + 1 + group_length + 1;
 	bool failed;
+	enum broker_status refused;
 
-	if (!broker_subject_valid(subject_name, subject_length, broker_max_subject_length(broker)))
+	if (!broker_subject_valid(subject_name, subject_length, given_id ? 0 : broker_max_subject_length(broker)))
 		return BROKER_INVALID_SUBJECT;
 	subject_hash = hash_table_hash(&broker->subjects, subject_name, subject_length);
 
@@ -512,12 +530,15 @@ enum broker_status broker_subscribe(struct broker *broker,
 		spare_group->key_length = key_length;
 		group_hash = hash_table_hash(&broker->groups, spare_group->key, key_length);
 	}
-	uuid_generate_v4(subscriber->id);
+	if (given_id) {
+		memcpy(subscriber->id, given_id, BROKER_ID_LENGTH);
+		subscriber->id[BROKER_ID_LENGTH] = '\0';
+	} else {
+		uuid_generate_v4(subscriber->id);
+	}
 	id_hash = hash_table_hash(&broker->subscribers, subscriber->id, BROKER_ID_LENGTH);
 
 	pthread_mutex_lock(&broker->lock);
-	if (ack && ack->ack_wait_ms == 0 && !group_length)
-		ack->ack_wait_ms = broker->limits.ack_wait_ms ? broker->limits.ack_wait_ms : 1;
 	/* A new subject is allocated unlocked; another thread may create the
 	 * same subject meanwhile, so look again afterwards. */
 	while (!(node = hash_table_find(&broker->subjects, subject_hash, subject_name,
@@ -545,21 +566,32 @@ enum broker_status broker_subscribe(struct broker *broker,
 	                            broker_group_match)) != NULL) {
 		group = hash_entry(node, struct broker_group, node);
 		if (!ack_options_equal(group->queue.ack, ack)) {
-			pthread_mutex_unlock(&broker->lock);
-			ack_options_free(ack);
-			free(spare_group);
-			free(subscriber);
-			free(spare);
-			return BROKER_GROUP_MISMATCH;
+			refused = BROKER_GROUP_MISMATCH;
+			goto refuse;
 		}
 	}
 
 	/* 122 random bits: a collision is astronomically unlikely, but an id
-	 * must never name two subscribers. */
+	 * must never name two subscribers.  A replayed id that exists is the
+	 * same subscriber, recorded twice. */
 	while (hash_table_find(&broker->subscribers, id_hash, subscriber->id,
 	                       BROKER_ID_LENGTH, broker_subscriber_match)) {
+		if (given_id) {
+			memcpy(id_out, subscriber->id, BROKER_ID_LENGTH + 1);
+			refused = BROKER_OK;
+			goto refuse;
+		}
 		uuid_generate_v4(subscriber->id);
 		id_hash = hash_table_hash(&broker->subscribers, subscriber->id, BROKER_ID_LENGTH);
+	}
+	if (ack && ack->ack_wait_ms == 0)
+		ack->ack_wait_ms = group ? group->queue.ack->ack_wait_ms
+		                 : broker->limits.ack_wait_ms ? broker->limits.ack_wait_ms : 1;
+	if (broker->journal &&
+	    !durable_subscribe(broker, subscriber->id, subject, group_length ? options->group : NULL,
+	                       group_length, ack)) {
+		refused = BROKER_STORAGE;
+		goto refuse;
 	}
 	hash_table_insert(&broker->subscribers, &subscriber->node, id_hash);
 	subscriber->subject = subject;
@@ -569,9 +601,9 @@ enum broker_status broker_subscribe(struct broker *broker,
 		if (!group) {
 			group = spare_group;
 			spare_group = NULL;
-			if (ack && ack->ack_wait_ms == 0)
-				ack->ack_wait_ms = broker->limits.ack_wait_ms ? broker->limits.ack_wait_ms : 1;
 			group->queue.ack = ack;
+			group->queue.key = group->key;
+			group->queue.key_length = group->key_length;
 			ack = NULL;
 			hash_table_insert(&broker->groups, &group->node, group_hash);
 			subject_link_queue(subject, &group->queue);
@@ -581,6 +613,8 @@ enum broker_status broker_subscribe(struct broker *broker,
 		subscriber->queue = &group->queue;
 	} else {
 		subscriber->own.ack = ack;
+		subscriber->own.key = subscriber->id;
+		subscriber->own.key_length = BROKER_ID_LENGTH;
 		ack = NULL;
 		subscriber->queue = &subscriber->own;
 		subject_link_queue(subject, &subscriber->own);
@@ -595,6 +629,16 @@ enum broker_status broker_subscribe(struct broker *broker,
 	free(spare_group);
 	free(spare);
 	return BROKER_OK;
+
+refuse:
+	/* Nothing was changed, but perhaps a subject made for this one. */
+	subject_drop_unused(broker, subject);
+	pthread_mutex_unlock(&broker->lock);
+	ack_options_free(ack);
+	free(spare_group);
+	free(subscriber);
+	free(spare);
+	return refused;
 }
 
 /* What a request that matches no subscriber answers, its subject's syntax
@@ -652,6 +696,8 @@ enum broker_status broker_unsubscribe(struct broker *broker,
 
 	if (!subscriber)
 		return status;
+	if (broker->journal)
+		durable_unsubscribe(broker, subscriber->id);
 	broker_remove_subscriber(broker, subscriber);
 	broker_unlock(broker);
 	return BROKER_OK;
@@ -679,6 +725,8 @@ size_t broker_expire_idle(struct broker *broker, uint64_t now_seconds, uint64_t 
 				broker_touch(broker, subscriber);
 				continue;
 			}
+			if (broker->journal)
+				durable_unsubscribe(broker, subscriber->id);
 			broker->stats.expired_messages += broker_remove_subscriber(broker, subscriber);
 			broker->stats.expired_subscribers++;
 			removed++;
@@ -720,6 +768,8 @@ const char *broker_status_name(enum broker_status status)
 		return "not an ack subscription";
 	case BROKER_PARKED:
 		return "parked";
+	case BROKER_STORAGE:
+		return "insufficient storage";
 	}
 	return "unknown status";
 }

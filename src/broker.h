@@ -42,6 +42,7 @@ enum broker_status {
 	BROKER_GROUP_MISMATCH,   /* subscribe: the group has other ack options */
 	BROKER_NOT_ACK,          /* ack/nack/extend on an at-most-once subscription */
 	BROKER_PARKED,           /* fetch: held; the waiter's wake() comes later */
+	BROKER_STORAGE,          /* the journal cannot store the change; nothing was changed */
 };
 
 struct broker_limits {
@@ -283,6 +284,27 @@ void broker_set_clock(struct broker *broker, uint64_t (*clock_ms)(void));
 void broker_set_realloc(struct broker *broker, void *(*allocate)(void *pointer, size_t size));
 
 void broker_get_stats(struct broker *broker, struct broker_stats *stats);
+
+/* --- durability (journal.h has the files, durable.c the records) --- */
+
+struct journal;
+
+/* From now on records every change in journal (NULL: none).  Set before
+ * serving, after broker_replay(). */
+void broker_set_journal(struct broker *broker, struct journal *journal);
+
+/* Rebuilds an empty broker from journal's log: subscribers with their
+ * ids, groups, queued copies and deliveries (queued again, with their
+ * attempt counts), and the seq counter.  Returns 0, or -1 with error
+ * filled (the log is unreadable past some point). */
+int broker_replay(struct broker *broker, struct journal *journal,
+                  void (*progress)(void *context, uint64_t done, uint64_t total), void *context,
+                  char *error, size_t error_size);
+
+/* Writes the live state as a new base segment and deletes the segments it
+ * replaces, holding the lock only for a chunk of a queue at a time.
+ * Returns 0 or -1 (logged; the old segments are kept). */
+int broker_compact(struct broker *broker, struct journal *journal);
 
 /* Human-readable name of a status, for logs. */
 const char *broker_status_name(enum broker_status status);

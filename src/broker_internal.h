@@ -28,6 +28,7 @@ struct broker_group {
 	struct hash_node node;                    /* in broker->groups */
 	struct queue queue;
 	size_t member_count;
+	bool listed;                              /* compaction: its queue is listed */
 	size_t key_length;
 	char key[];                               /* subject, NUL, name, NUL */
 };
@@ -44,8 +45,11 @@ struct broker_subscriber {
 	char id[BROKER_ID_LENGTH + 1];
 };
 
+struct journal;
+
 struct broker {
 	pthread_mutex_t lock;
+	struct journal *journal;     /* NULL: nothing is recorded */
 	struct hash_table subjects;
 	struct hash_table subscribers;
 	struct hash_table groups;
@@ -90,6 +94,14 @@ void broker_unlock(struct broker *broker);
 void broker_timers_changed(struct broker *broker);
 bool broker_subject_match(const struct hash_node *node, const void *key, size_t length);
 bool broker_subscriber_match(const struct hash_node *node, const void *key, size_t length);
+bool broker_group_match(const struct hash_node *node, const void *key, size_t length);
+/* broker_subscribe() with the id given (replay: an id already in use is
+ * left as it is), or a new one when id is NULL. */
+enum broker_status broker_subscribe_as(struct broker *broker, const char *subject, size_t subject_length,
+                                       const struct broker_subscription *options, const char *id,
+                                       char id_out[BROKER_ID_LENGTH + 1]);
+/* Unlinks and frees subscriber (see broker.c); returns the copies freed. */
+uint64_t broker_remove_subscriber(struct broker *broker, struct broker_subscriber *subscriber);
 /* Stamps activity now: the subscriber moves to the tail of the activity list. */
 void broker_touch(struct broker *broker, struct broker_subscriber *subscriber);
 /* Finds subscriber id of subject and returns it with the lock held, or
@@ -118,5 +130,20 @@ bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struc
 void broker_serve_waiters(struct broker *broker, struct queue *queue);
 /* Completes every waiter of subscriber with BROKER_BAD_ID. */
 void broker_cancel_waiters(struct broker *broker, struct broker_subscriber *subscriber);
+
+/* durable.c: the journal's records of changes, with the lock held.  Those
+ * returning bool or a pointer refuse the change when they fail. */
+bool durable_subscribe(struct broker *broker, const char *id, const struct broker_subject *subject,
+                       const char *group, size_t group_length, const struct queue_ack_options *ack);
+void durable_unsubscribe(struct broker *broker, const char *id);
+/* messages[i] is at (char *)messages + i * message_stride. */
+bool durable_publish(struct broker *broker, uint64_t first_seq, struct broker_subject *const *subjects,
+                     struct broker_message *const *messages, size_t message_stride, size_t count);
+unsigned char *durable_take_begin(struct broker *broker, const struct queue *queue, size_t count);
+unsigned char *durable_take_put(unsigned char *p, uint64_t seq, uint32_t attempt, bool ack);
+void durable_take_commit(struct broker *broker, const struct queue *queue, size_t count);
+void durable_settled(struct broker *broker, const struct queue *queue, const uint64_t *seqs, size_t count);
+void durable_returned(struct broker *broker, const struct queue *queue,
+                      struct broker_message *const *messages, size_t count);
 
 #endif

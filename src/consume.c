@@ -12,6 +12,7 @@
 #include "broker_internal.h"
 
 #define BROKER_RETRY_LATER_MS 100    /* when a copy cannot be requeued for lack of memory */
+#define TAKE_NOT_RECORDED (-2)       /* queue_take(): the journal refused the take */
 
 /* --- deliveries -------------------------------------------------------- */
 
@@ -90,7 +91,7 @@ bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struc
 			broker_message_release(copy);
 		}
 	}
-	if (status == BROKER_NO_MEMORY) {
+	if (status == BROKER_NO_MEMORY || status == BROKER_STORAGE) {
 		delivery->deadline_ms = broker->clock_ms() + BROKER_RETRY_LATER_MS;
 		timer_heap_update(&broker->delivery_timers, delivery);
 		return false;
@@ -99,6 +100,8 @@ bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struc
 		broker->stats.dead_lettered++;
 	else
 		broker->stats.max_deliver_dropped++;
+	if (broker->journal)
+		durable_settled(broker, queue, &delivery->message->seq, 1);
 	delivery_remove(broker, queue, delivery);
 	return true;
 }
@@ -201,6 +204,7 @@ static int queue_take_plain(struct broker *broker, struct queue *queue, size_t c
 {
 	struct queue_run *run;
 	uint64_t bytes = 0;
+	unsigned char *record = NULL;
 
 	if (count == 0)
 		return 0;
@@ -209,13 +213,21 @@ static int queue_take_plain(struct broker *broker, struct queue *queue, size_t c
 	run = queue_run_new(count, broker->allocate);
 	if (!run)
 		return -1;
+	if (broker->journal && !(record = durable_take_begin(broker, queue, count))) {
+		free(run);
+		return TAKE_NOT_RECORDED;
+	}
 	for (size_t i = 0; i < count; i++) {
 		struct broker_message *message = queue->returned ? queue_returned_pop(queue)
 		                                                 : queue_ring_pop(&queue->fresh);
 
 		run->messages[i] = message;
 		bytes += message->length;
+		if (record)
+			record = durable_take_put(record, message->seq, 0, false);
 	}
+	if (record)
+		durable_take_commit(broker, queue, count);
 	run->count = count;
 	queue_ring_trim(&queue->fresh);
 	batch->messages = run->messages;
@@ -240,6 +252,7 @@ static int queue_take_acked(struct broker *broker, struct queue *queue,
 	size_t fresh = count - from_retry;
 	struct delivery **spare = NULL;
 	struct broker_message **messages;
+	unsigned char *record = NULL;
 	uint64_t deadline;
 	bool earliest = false;
 
@@ -265,6 +278,13 @@ static int queue_take_acked(struct broker *broker, struct queue *queue,
 		for (size_t i = 0; i < fresh; i++)
 			free(spare[i]);
 		goto fail;
+	}
+	if (broker->journal && !(record = durable_take_begin(broker, queue, count))) {
+		for (size_t i = 0; i < fresh; i++)
+			free(spare[i]);
+		free(spare);
+		free(messages);
+		return TAKE_NOT_RECORDED;
 	}
 
 	batch->messages = messages;
@@ -297,7 +317,11 @@ static int queue_take_acked(struct broker *broker, struct queue *queue,
 		messages[i] = delivery->message;
 		broker_message_retain(delivery->message);
 		batch->attempts[i] = delivery->attempt;
+		if (record)
+			record = durable_take_put(record, delivery->message->seq, delivery->attempt, true);
 	}
+	if (record)
+		durable_take_commit(broker, queue, count);
 	free(spare);
 	queue->in_flight += count;
 	broker->stats.in_flight += count;
@@ -313,7 +337,8 @@ fail:
 }
 
 /* Takes messages for consumer from its queue as options say.  Returns 0,
- * or -1 when out of memory (nothing changed, batch empty).  Lock held. */
+ * -1 when out of memory or TAKE_NOT_RECORDED when the journal cannot
+ * record the take (nothing changed, batch empty).  Lock held. */
 static int queue_take(struct broker *broker, struct broker_subscriber *consumer,
                       const struct broker_fetch_options *options, struct broker_batch *batch)
 {
@@ -553,7 +578,17 @@ enum broker_status broker_fetch_wait(struct broker *broker,
 		broker_unlock(broker);
 		return BROKER_PARKED;
 	}
-	status = queue_take(broker, subscriber, options, &waiter->batch) == 0 ? BROKER_OK : BROKER_NO_MEMORY;
+	switch (queue_take(broker, subscriber, options, &waiter->batch)) {
+	case 0:
+		status = BROKER_OK;
+		break;
+	case TAKE_NOT_RECORDED:
+		status = BROKER_STORAGE;
+		break;
+	default:
+		status = BROKER_NO_MEMORY;
+		break;
+	}
 	broker_unlock(broker);
 	return status;
 }
@@ -614,6 +649,8 @@ void broker_batch_give_back(struct broker *broker, const char *id, size_t id_len
 	}
 	for (size_t i = 0; i < batch->count; i++)
 		bytes += batch->messages[i]->length;
+	if (broker->journal)
+		durable_returned(broker, queue, batch->messages, batch->count);
 	queue_give_back(queue, batch->run, broker->allocate);
 	queue->held += batch->count;
 	queue->held_bytes += bytes;
@@ -637,6 +674,8 @@ static enum broker_status broker_settle(struct broker *broker, const char *subje
 	struct broker_subscriber *subscriber;
 	struct queue *queue;
 	bool earliest = false;
+	uint64_t *acked = NULL;
+	size_t acked_count = 0;
 
 	*settled = 0;
 	subscriber = broker_lock_subscriber(broker, subject, subject_length, id, id_length, &status);
@@ -648,6 +687,8 @@ static enum broker_status broker_settle(struct broker *broker, const char *subje
 		return BROKER_NOT_ACK;
 	}
 	broker_touch(broker, subscriber);
+	if (kind == SETTLE_ACK && broker->journal)
+		acked = malloc(count * sizeof(*acked));
 	for (size_t i = 0; i < count; i++) {
 		struct delivery *delivery = delivery_table_find(&queue->deliveries, seqs[i]);
 
@@ -657,6 +698,10 @@ static enum broker_status broker_settle(struct broker *broker, const char *subje
 		switch (kind) {
 		case SETTLE_ACK:
 			broker->stats.acked++;
+			if (acked)
+				acked[acked_count++] = seqs[i];
+			else if (broker->journal)
+				durable_settled(broker, queue, &seqs[i], 1);
 			delivery_remove(broker, queue, delivery);
 			break;
 		case SETTLE_NACK:
@@ -668,6 +713,10 @@ static enum broker_status broker_settle(struct broker *broker, const char *subje
 			earliest |= timer_heap_update(&broker->delivery_timers, delivery);
 			break;
 		}
+	}
+	if (acked) {
+		durable_settled(broker, queue, acked, acked_count);
+		free(acked);
 	}
 	if (earliest)
 		broker_timers_changed(broker);

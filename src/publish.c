@@ -49,6 +49,9 @@ enum broker_status broker_publish_locked(struct broker *broker, struct broker_su
 	for (queue = subject->queues; queue; queue = queue->subject_next)
 		if (queue_ring_reserve(&queue->fresh, 1, broker->allocate) != 0)
 			return BROKER_NO_MEMORY;
+	if (broker->journal &&
+	    !durable_publish(broker, broker->stats.last_seq + 1, &subject, &message, 0, 1))
+		return BROKER_STORAGE;
 	message->seq = ++broker->stats.last_seq;
 	for (queue = subject->queues; queue; queue = queue->subject_next) {
 		queue_ring_push(&queue->fresh, message);
@@ -167,6 +170,13 @@ enum broker_status broker_publish_batch(struct broker *broker,
 			}
 			queue->batch_reserve = 0;
 		}
+	}
+	if (broker->journal &&
+	    !durable_publish(broker, broker->stats.last_seq + 1, subjects, &items[0].message,
+	                     sizeof(*items), count)) {
+		*failed = 0;
+		status = BROKER_STORAGE;
+		goto out;
 	}
 	for (size_t i = 0; i < count; i++) {
 		struct broker_message *message = items[i].message;

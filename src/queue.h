@@ -78,6 +78,11 @@ struct queue {
 	size_t retry_head, retry_count, retry_capacity;
 	struct delivery_table deliveries;     /* every delivery, by seq */
 	uint64_t in_flight;                   /* deliveries in flight */
+
+	/* Its name in the journal: the subscriber's id or the group's key. */
+	const char *key;
+	size_t key_length;
+	uint64_t last_seq;                    /* replay: the highest seq appended */
 };
 
 typedef void *queue_realloc_fn(void *pointer, size_t size);
