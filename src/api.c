@@ -14,6 +14,7 @@
 
 #include "api.h"
 #include "escape.h"
+#include "journal.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -37,6 +38,7 @@ static const struct {
 	[API_TEXT_BATCH_TOO_LARGE] = TEXT("{\"message\":\"batch too large\"}\n"),
 	[API_TEXT_GROUP_MISMATCH] = TEXT("{\"message\":\"group options differ\"}\n"),
 	[API_TEXT_NOT_ACK] = TEXT("{\"message\":\"not an ack subscription\"}\n"),
+	[API_TEXT_INSUFFICIENT_STORAGE] = TEXT("{\"message\":\"insufficient storage\"}\n"),
 	[API_TEXT_INVALID_GROUP] = TEXT("{\"message\":\"invalid group\"}\n"),
 	[API_TEXT_INVALID_ACK] = TEXT("{\"message\":\"invalid ack\"}\n"),
 	[API_TEXT_INVALID_ACK_WAIT] = TEXT("{\"message\":\"invalid ack_wait_ms\"}\n"),
@@ -109,6 +111,9 @@ static void reply_broker_status(struct api_reply *reply, enum broker_status stat
 		break;
 	case BROKER_NOT_ACK:
 		api_reply_static(reply, 409, API_TEXT_NOT_ACK);
+		break;
+	case BROKER_STORAGE:
+		api_reply_static(reply, 507, API_TEXT_INSUFFICIENT_STORAGE);
 		break;
 	case BROKER_NO_MEMORY:
 	case BROKER_PARKED:
@@ -557,8 +562,16 @@ static void handle_publish_batch(struct api_context *context, const struct reque
  * came first. */
 enum hold_state { HOLD_PARKED, HOLD_ATTACHED, HOLD_WOKEN };
 
+/* What a hold waits for: a message for a fetch, or (fsync = always) the
+ * sync of the records behind a reply that is ready. */
+enum hold_kind { HOLD_FETCH, HOLD_SYNC };
+
 struct api_hold {
 	struct broker_waiter waiter;
+	struct journal_waiter synced;
+	enum hold_kind kind;
+	bool sync_ok;
+	struct api_reply ready;        /* HOLD_SYNC: sent once synced */
 	atomic_int state;
 	void (*resume)(void *transport);
 	void *transport;
@@ -695,6 +708,46 @@ static void hold_wake(struct broker_waiter *waiter)
 		hold->resume(hold->transport);
 }
 
+/* The journal's done(): from its sync thread. */
+static void hold_synced(struct journal_waiter *waiter, bool synced)
+{
+	struct api_hold *hold = (struct api_hold *)(void *)((char *)waiter - offsetof(struct api_hold, synced));
+
+	hold->sync_ok = synced;
+	if (atomic_exchange(&hold->state, HOLD_WOKEN) == HOLD_ATTACHED)
+		hold->resume(hold->transport);
+}
+
+/* With fsync = always, turns a ready reply to a request that appended to
+ * the journal into a hold until everything appended so far is synced.
+ * Any other reply is left as it is. */
+static void reply_when_synced(struct api_context *context, bool appended, struct api_reply *reply)
+{
+	struct api_hold *hold;
+	uint64_t now;
+
+	if (!appended || !context->journal || reply->hold || reply->status != 200 ||
+	    journal_get_fsync(context->journal) != JOURNAL_FSYNC_ALWAYS)
+		return;
+	now = journal_position(context->journal);
+	hold = calloc(1, sizeof(*hold));
+	if (!hold) {
+		/* Answered after a sync of its own, on this thread. */
+		if (journal_sync(context->journal) != 0) {
+			api_reply_free(reply);
+			api_reply_static(reply, 507, API_TEXT_INSUFFICIENT_STORAGE);
+		}
+		return;
+	}
+	hold->kind = HOLD_SYNC;
+	hold->ready = *reply;
+	hold->synced.done = hold_synced;
+	atomic_init(&hold->state, HOLD_PARKED);
+	if (!journal_wait(context->journal, now, &hold->synced))
+		hold->sync_ok = true, atomic_store(&hold->state, HOLD_WOKEN);
+	*reply = (struct api_reply){ 0, NULL, 0, API_TEXT_NONE, hold };
+}
+
 bool api_hold_attach(struct api_hold *hold, void (*resume)(void *transport), void *transport)
 {
 	int expected = HOLD_PARKED;
@@ -706,12 +759,17 @@ bool api_hold_attach(struct api_hold *hold, void (*resume)(void *transport), voi
 
 bool api_hold_cancel(struct api_context *context, struct api_hold *hold)
 {
+	/* A reply waiting for a sync is answered by the sync, soon. */
+	if (hold->kind == HOLD_SYNC)
+		return false;
 	return broker_waiter_cancel(context->broker, &hold->waiter);
 }
 
 void api_hold_drop(struct api_context *context, struct api_hold *hold)
 {
-	if (!broker_waiter_cancel(context->broker, &hold->waiter)) {
+	if (hold->kind == HOLD_SYNC) {
+		api_reply_free(&hold->ready);
+	} else if (!broker_waiter_cancel(context->broker, &hold->waiter)) {
 		log_info("fetch: client gone before its held fetch was answered; %zu message(s) given back",
 		         hold->waiter.batch.count);
 		broker_batch_give_back(context->broker, hold->names + hold->subject_length, hold->id_length,
@@ -722,6 +780,21 @@ void api_hold_drop(struct api_context *context, struct api_hold *hold)
 
 void api_hold_reply(struct api_context *context, struct api_hold *hold, struct api_reply *reply)
 {
+	bool taken;
+
+	if (hold->kind == HOLD_SYNC) {
+		*reply = hold->ready;
+		if (!hold->sync_ok) {
+			api_reply_free(reply);
+			api_reply_static(reply, 507, API_TEXT_INSUFFICIENT_STORAGE);
+		}
+		free(hold);
+		return;
+	}
+	/* The messages were taken, and the take recorded, when the fetch was
+	 * served; the reply waits for everything appended until now. */
+	taken = hold->waiter.status == BROKER_OK && hold->waiter.batch.count > 0 &&
+	        !hold->waiter.batch.peeked;
 	if (hold->waiter.status != BROKER_OK)
 		reply_broker_status(reply, hold->waiter.status);
 	else
@@ -729,6 +802,7 @@ void api_hold_reply(struct api_context *context, struct api_hold *hold, struct a
 		              hold->names + hold->subject_length, hold->id_length,
 		              hold->meta, &hold->waiter.batch, reply);
 	free(hold);
+	reply_when_synced(context, taken, reply);
 }
 
 static void handle_fetch(struct api_context *context, const struct request *request,
@@ -900,6 +974,8 @@ void api_handle(struct api_context *context, const struct api_endpoint *endpoint
 {
 	struct request request;
 
+	uint64_t position = context->journal ? journal_position(context->journal) : 0;
+
 	reply->hold = NULL;
 	if (!request_read(&request, body, body_length)) {
 		api_reply_static(reply, 400, API_TEXT_BODY_INVALID);
@@ -907,4 +983,8 @@ void api_handle(struct api_context *context, const struct api_endpoint *endpoint
 	}
 	endpoint->handle(context, &request, reply);
 	request_release(&request);
+	/* Another request's records may have moved the position too; waiting
+	 * for them costs only the time of that sync. */
+	if (context->journal)
+		reply_when_synced(context, journal_position(context->journal) != position, reply);
 }

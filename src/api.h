@@ -25,8 +25,11 @@
 /* What api_handle() needs: shared by all HTTP threads.  The limits may be
  * changed by a reload at any time, hence atomics; the pointers are fixed
  * while serving. */
+struct journal;
+
 struct api_context {
 	struct broker *broker;
+	struct journal *journal;               /* NULL: persistence = none */
 	struct pool *pool;                     /* NULL: async publishes get 503 */
 	_Atomic uint64_t max_message_size;     /* bytes of decoded data; 0 = none */
 	_Atomic uint64_t max_subject_length;   /* same value as the broker's limit */
@@ -63,6 +66,7 @@ enum api_reply_text {
 	API_TEXT_INVALID_SEQS,
 	API_TEXT_INVALID_DELAY,
 	API_TEXT_INVALID_MESSAGES,
+	API_TEXT_INSUFFICIENT_STORAGE,
 	API_TEXT_COUNT,
 };
 
@@ -124,8 +128,8 @@ bool api_hold_attach(struct api_hold *hold, void (*resume)(void *transport), voi
 bool api_hold_cancel(struct api_context *context, struct api_hold *hold);
 
 /* Drops a hold whose request ended before its answer could be sent (the
- * client went away after it was woken): the fetch's messages go back to
- * the queue, as for a reply that could not be sent.  Frees hold. */
+ * client went away after it was woken): a fetch's messages go back to
+ * the queue, as a reply that could not be sent.  Frees hold. */
 void api_hold_drop(struct api_context *context, struct api_hold *hold);
 
 /* Fills reply with the held fetch's answer and frees hold. */

@@ -25,6 +25,7 @@ enum option_kind {
 	KIND_ADDRESS,   /* IPv4 or IPv6 literal, stored as char * */
 	KIND_PATH,      /* any string ("" = unset), stored as char * */
 	KIND_LOG_LEVEL, /* a level name, stored as enum log_level */
+	KIND_CHOICE,    /* one of the spec's choices, stored as its index (unsigned) */
 };
 
 struct option_spec {
@@ -36,6 +37,7 @@ struct option_spec {
 	long long minimum;        /* integers only */
 	long long maximum;        /* integers only; NO_MAXIMUM = none */
 	bool reloadable;          /* a reload applies it; else it needs a restart */
+	const char *const *choices;  /* KIND_CHOICE: NULL-terminated, in enum order */
 };
 
 #define RELOAD true
@@ -45,7 +47,14 @@ struct option_spec {
 /* The option name is the member name, so the two cannot drift apart. */
 #define OPTION(member, kind, default_text, minimum, maximum, reloadable) \
 	{ #member, kind, offsetof(struct config, member), sizeof(((struct config *)0)->member), \
-	  default_text, minimum, maximum, reloadable }
+	  default_text, minimum, maximum, reloadable, NULL }
+#define OPTION_CHOICE(member, choices, default_text, reloadable) \
+	{ #member, KIND_CHOICE, offsetof(struct config, member), sizeof(((struct config *)0)->member), \
+	  default_text, 0, 0, reloadable, choices }
+
+/* In the order of enum config_persistence and enum journal_fsync. */
+static const char *const persistence_choices[] = { "none", "log", NULL };
+static const char *const fsync_choices[] = { "never", "everysec", "always", NULL };
 
 /* Every option, once, in the order of the shipped gophermq.conf. */
 static const struct option_spec option_table[] = {
@@ -69,6 +78,11 @@ static const struct option_spec option_table[] = {
 	OPTION(max_batch_messages,      KIND_UNSIGNED,  "1000",          1, 1000000,    RELOAD),
 	OPTION(max_batch_bytes,         KIND_UINT64,    "8388608",       1024, 1073741824, RELOAD),
 	OPTION(max_parked_fetches,      KIND_UNSIGNED,  "10000",         0, 10000000,   RELOAD),
+	OPTION_CHOICE(persistence,      persistence_choices, "\"none\"", RESTART),
+	OPTION(data_dir,                KIND_PATH,      "\"/var/lib/gophermq\"", 0, 0, RESTART),
+	OPTION_CHOICE(fsync,            fsync_choices,  "\"everysec\"",  RELOAD),
+	OPTION(segment_size,            KIND_UINT64,    "67108864",      65536, 1073741824, RESTART),
+	OPTION(compact_min_size,        KIND_UINT64,    "67108864",      65536, NO_MAXIMUM, RELOAD),
 	OPTION(log_level,               KIND_LOG_LEVEL, "\"info\"",      0, 0,          RELOAD),
 	OPTION(auth_token_file,         KIND_PATH,      "\"\"",          0, 0,          RELOAD),
 	OPTION(metrics_auth_token_file, KIND_PATH,      "\"\"",          0, 0,          RELOAD),
@@ -83,7 +97,7 @@ static const struct option_spec option_table[] = {
 
 /* The parsed form of one valid value. */
 struct option_value {
-	long long number;       /* KIND_UNSIGNED, KIND_UINT64 */
+	long long number;       /* KIND_UNSIGNED, KIND_UINT64, KIND_CHOICE */
 	const char *string;     /* KIND_ADDRESS, KIND_PATH */
 	enum log_level level;   /* KIND_LOG_LEVEL */
 };
@@ -159,6 +173,20 @@ static int option_parse(const struct option_spec *spec, const char *text, struct
 			return -1;
 		}
 		return 0;
+	case KIND_CHOICE: {
+		size_t used;
+
+		for (long long i = 0; spec->choices[i]; i++)
+			if (strcmp(spec->choices[i], text) == 0) {
+				value->number = i;
+				return 0;
+			}
+		used = (size_t)snprintf(reason, reason_size, "value '%s' is not one of", text);
+		for (size_t i = 0; spec->choices[i] && used < reason_size; i++)
+			used += (size_t)snprintf(reason + used, reason_size - used, "%s %s",
+			                         i > 0 ? "," : "", spec->choices[i]);
+		return -1;
+	}
 	}
 	snprintf(reason, reason_size, "unknown option kind");
 	return -1;
@@ -174,6 +202,7 @@ static int option_store(const struct option_spec *spec, const struct option_valu
 
 	switch (spec->kind) {
 	case KIND_UNSIGNED:
+	case KIND_CHOICE:
 		assert(spec->size == sizeof(unsigned) && spec->maximum <= UINT_MAX);
 		*(unsigned *)(void *)member = (unsigned)value->number;
 		return 0;

@@ -14,6 +14,11 @@
 
 #include "log.h"
 
+enum config_persistence {
+	CONFIG_PERSISTENCE_NONE,
+	CONFIG_PERSISTENCE_LOG,
+};
+
 struct config {
 	char *listen;                 /* API listen address (IPv4/IPv6 literal) */
 	unsigned port;                /* API port; 0 = any free port */
@@ -35,6 +40,11 @@ struct config {
 	unsigned max_batch_messages;  /* most messages in one batch publish */
 	uint64_t max_batch_bytes;     /* largest batch publish body, bytes */
 	unsigned max_parked_fetches;  /* most fetches held waiting; 0 = none held */
+	unsigned persistence;         /* enum config_persistence */
+	char *data_dir;               /* the journal's directory */
+	unsigned fsync;               /* enum journal_fsync */
+	uint64_t segment_size;        /* bytes preallocated per journal segment */
+	uint64_t compact_min_size;    /* log bytes before a compaction is considered */
 	enum log_level log_level;
 	char *auth_token_file;        /* "" = no API authentication */
 	char *metrics_auth_token_file;/* "" = no metrics authentication */

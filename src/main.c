@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -28,6 +30,7 @@
 #include "config.h"
 #include "http_api.h"
 #include "http_metrics.h"
+#include "journal.h"
 #include "log.h"
 #include "metrics.h"
 #include "monotonic.h"
@@ -55,6 +58,11 @@ struct daemon {
 	const char *config_path;
 	struct config config;
 	struct broker *broker;
+	struct journal *journal;      /* NULL: persistence = none */
+	double replay_seconds;
+	pthread_t compactor;          /* a compaction in the background */
+	bool compactor_started;
+	atomic_bool compacting;
 	struct pool *pool;
 	struct api_context api;
 	struct http_api *http;
@@ -215,6 +223,8 @@ static void daemon_apply_live_options(struct daemon *daemon, const struct config
 		log_warning("could not start all %u async workers; running with %u",
 		            config->pool_size, pool_threads(daemon->pool));
 	log_set_level(config->log_level);
+	if (daemon->journal)
+		journal_set_fsync(daemon->journal, (enum journal_fsync)config->fsync);
 }
 
 static void collect_metrics(struct metrics_snapshot *snapshot, void *context)
@@ -226,6 +236,10 @@ static void collect_metrics(struct metrics_snapshot *snapshot, void *context)
 	snapshot->async_workers = pool_threads(daemon->pool);
 	snapshot->connections = daemon->http != NULL ? http_api_connections(daemon->http) : 0;
 	snapshot->start_time_seconds = daemon->start_time;
+	snapshot->persistence = daemon->journal != NULL;
+	if (daemon->journal)
+		journal_get_stats(daemon->journal, &snapshot->journal);
+	snapshot->replay_seconds = daemon->replay_seconds;
 }
 
 static void report_restart_option(const char *option, void *context)
@@ -319,6 +333,91 @@ static void format_endpoint(char *buffer, size_t size, const char *address, unsi
 		snprintf(buffer, size, "%s:%u", address, port);
 }
 
+/* STATUS= while the journal is replayed. */
+static void replay_progress(void *context, uint64_t done, uint64_t total)
+{
+	(void)context;
+	notify_status("replaying the journal: %llu of %llu MiB",
+	              (unsigned long long)(done >> 20), (unsigned long long)(total >> 20));
+}
+
+/* Opens the data directory, rebuilds the broker from its log and starts
+ * recording.  Returns 0 or -1 (logged). */
+static int daemon_open_journal(struct daemon *daemon)
+{
+	char error[512];
+	struct timespec begin, end;
+	struct broker_stats stats;
+
+	daemon->journal = journal_open(daemon->config.data_dir, daemon->config.segment_size,
+	                               error, sizeof(error));
+	if (daemon->journal == NULL) {
+		log_error("%s", error);
+		return -1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &begin);
+	if (broker_replay(daemon->broker, daemon->journal, replay_progress, daemon, error, sizeof(error)) != 0) {
+		log_error("cannot read the journal: %s", error);
+		return -1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	daemon->replay_seconds = (double)(end.tv_sec - begin.tv_sec) + (double)(end.tv_nsec - begin.tv_nsec) / 1e9;
+	broker_get_stats(daemon->broker, &stats);
+	log_notice("journal in %s replayed in %.3f s: %llu subscribers, %llu messages pending, last seq %llu",
+	           daemon->config.data_dir, daemon->replay_seconds, (unsigned long long)stats.subscribers,
+	           (unsigned long long)stats.pending, (unsigned long long)stats.last_seq);
+	if (journal_start(daemon->journal, (enum journal_fsync)daemon->config.fsync, error, sizeof(error)) != 0) {
+		log_error("%s", error);
+		return -1;
+	}
+	broker_set_journal(daemon->broker, daemon->journal);
+	daemon->api.journal = daemon->journal;
+	return 0;
+}
+
+static void *compactor_main(void *argument)
+{
+	struct daemon *daemon = argument;
+	struct timespec begin, end;
+
+	clock_gettime(CLOCK_MONOTONIC, &begin);
+	if (broker_compact(daemon->broker, daemon->journal) == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &end);
+		log_info("journal compacted in %.3f s",
+		         (double)(end.tv_sec - begin.tv_sec) + (double)(end.tv_nsec - begin.tv_nsec) / 1e9);
+	}
+	atomic_store(&daemon->compacting, false);
+	return NULL;
+}
+
+/* Starts a compaction when the log since the last one has grown past
+ * compact_min_size and past twice an estimate of the live state. */
+static void daemon_maybe_compact(struct daemon *daemon)
+{
+	struct broker_stats stats;
+	uint64_t log_bytes, live;
+
+	if (!daemon->journal || atomic_load(&daemon->compacting))
+		return;
+	if (daemon->compactor_started) {
+		pthread_join(daemon->compactor, NULL);
+		daemon->compactor_started = false;
+	}
+	log_bytes = journal_log_bytes(daemon->journal);
+	if (log_bytes < daemon->config.compact_min_size)
+		return;
+	broker_get_stats(daemon->broker, &stats);
+	live = stats.pending_bytes + 32 * stats.pending + 128 * stats.subscribers;
+	if (log_bytes < 2 * live)
+		return;
+	atomic_store(&daemon->compacting, true);
+	if (pthread_create(&daemon->compactor, NULL, compactor_main, daemon) != 0) {
+		atomic_store(&daemon->compacting, false);
+		return;
+	}
+	daemon->compactor_started = true;
+}
+
 /* Starts the broker, the worker pool and both listeners.  Returns 0, or -1
  * with everything already started stopped again. */
 static int daemon_start(struct daemon *daemon)
@@ -356,6 +455,8 @@ static int daemon_start(struct daemon *daemon)
 	daemon->api.broker = daemon->broker;
 	daemon->api.pool = daemon->pool;
 	api_limits_from_config(&daemon->api, &daemon->config);
+	if (daemon->config.persistence == CONFIG_PERSISTENCE_LOG && daemon_open_journal(daemon) != 0)
+		return -1;
 	if (broker_timer_start(daemon->broker) != 0) {
 		log_error("cannot start the timer thread: %s", strerror(errno));
 		return -1;
@@ -419,6 +520,10 @@ static void daemon_stop(struct daemon *daemon)
 	daemon->metrics = NULL;
 	pool_free(daemon->pool);
 	daemon->pool = NULL;
+	if (daemon->compactor_started) {
+		pthread_join(daemon->compactor, NULL);
+		daemon->compactor_started = false;
+	}
 	if (daemon->broker != NULL) {
 		broker_get_stats(daemon->broker, &stats);
 		log_notice("shutdown complete: %llu published, %llu delivered, %llu pending",
@@ -427,6 +532,9 @@ static void daemon_stop(struct daemon *daemon)
 		broker_free(daemon->broker);
 		daemon->broker = NULL;
 	}
+	/* Last: what the broker recorded is synced as the fsync mode says. */
+	journal_close(daemon->journal);
+	daemon->journal = NULL;
 	auth_guard_free(daemon->api_auth);
 	auth_guard_free(daemon->metrics_auth);
 	daemon->api_auth = NULL;
@@ -484,6 +592,7 @@ static int daemon_run(struct daemon *daemon, int signal_fd)
 		if (cut != 0)
 			log_info("closed %u connection(s) that took longer than connection_timeout", cut);
 		daemon_return_memory();
+		daemon_maybe_compact(daemon);
 		daemon_update_status(daemon);
 	}
 }

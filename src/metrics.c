@@ -18,7 +18,7 @@
 #include "metrics.h"
 
 /* The status codes the API answers; anything else is counted as "other". */
-static const unsigned tracked_codes[] = { 200, 204, 400, 401, 404, 405, 409, 413, 429, 500, 503 };
+static const unsigned tracked_codes[] = { 200, 204, 400, 401, 404, 405, 409, 413, 429, 500, 503, 507 };
 #define CODE_COUNT (sizeof(tracked_codes) / sizeof(tracked_codes[0]) + 1)
 
 /* Prometheus' default buckets, as the original used. */
@@ -226,6 +226,42 @@ static void render_batches(struct text *text)
 	             "Batch publishes accepted.", cumulative);
 }
 
+static void render_journal(struct text *text, const struct journal_stats *journal, double replay_seconds)
+{
+	uint64_t cumulative = 0;
+
+	render_value(text, "gophermq_journal_bytes", "gauge",
+	             "Bytes of the journal since its last compaction (what a compaction would replace).",
+	             journal->bytes);
+	render_value(text, "gophermq_journal_segments", "gauge",
+	             "Journal segment files.", journal->segments);
+	render_family(text, "gophermq_journal_fsync_seconds", "histogram",
+	              "Time each sync of the journal took (fdatasync of the segments written).");
+	for (size_t b = 0; b < JOURNAL_SYNC_BUCKETS; b++) {
+		cumulative += journal->sync_buckets[b];
+		text_printf(text, "gophermq_journal_fsync_seconds_bucket{le=\"%g\"} %llu\n",
+		            journal_sync_bounds[b], (unsigned long long)cumulative);
+	}
+	text_printf(text, "gophermq_journal_fsync_seconds_bucket{le=\"+Inf\"} %llu\n",
+	            (unsigned long long)journal->syncs);
+	text_printf(text, "gophermq_journal_fsync_seconds_sum %.9f\n", (double)journal->sync_nanoseconds / 1e9);
+	text_printf(text, "gophermq_journal_fsync_seconds_count %llu\n", (unsigned long long)journal->syncs);
+	render_value(text, "gophermq_journal_write_errors_total", "counter",
+	             "Journal writes that failed (no room for a segment, I/O errors); changes refused with 507.",
+	             journal->write_errors);
+	render_value(text, "gophermq_journal_failed", "gauge",
+	             "1 while the journal refuses changes after a write error, else 0.", journal->failed ? 1 : 0);
+	render_value(text, "gophermq_journal_compactions_total", "counter",
+	             "Compactions of the journal completed.", journal->compactions);
+	render_family(text, "gophermq_journal_last_compaction_timestamp_seconds", "gauge",
+	              "When the last compaction completed, since the Unix epoch; 0 = none since start.");
+	text_printf(text, "gophermq_journal_last_compaction_timestamp_seconds %llu\n",
+	            (unsigned long long)journal->last_compaction);
+	render_family(text, "gophermq_journal_replay_seconds", "gauge",
+	              "Time the start-up replay of the journal took.");
+	text_printf(text, "gophermq_journal_replay_seconds %.6f\n", replay_seconds);
+}
+
 static uint64_t event_value(enum metrics_event event)
 {
 	return atomic_load_explicit(&event_counts[event], memory_order_relaxed);
@@ -304,6 +340,9 @@ size_t metrics_render(const struct metrics_snapshot *snapshot, char **result)
 	render_value(&text, "gophermq_config_reload_failures_total", "counter",
 	             "Configuration reloads refused because the new file was invalid.",
 	             event_value(METRICS_RELOAD_FAILURES));
+
+	if (snapshot->persistence)
+		render_journal(&text, &snapshot->journal, snapshot->replay_seconds);
 
 	render_family(&text, "gophermq_start_time_seconds", "gauge", "Start time of the daemon since the Unix epoch, in seconds.");
 	text_printf(&text, "gophermq_start_time_seconds %.3f\n", snapshot->start_time_seconds);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "broker.h"
+#include "journal.h"
 
 /* Most values of the "method" label of the request families; the labels
  * themselves come from the API's endpoint table (metrics_init). */
@@ -33,6 +34,9 @@ struct metrics_snapshot {
 	uint64_t async_workers;
 	uint64_t connections;
 	double start_time_seconds;   /* Unix time the daemon started */
+	bool persistence;            /* the journal families below are rendered */
+	struct journal_stats journal;
+	double replay_seconds;
 };
 
 /* Resets every counter; method_labels[i] (static strings, at most

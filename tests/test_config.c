@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "journal.h"
 
 #ifndef SHIPPED_CONF
 #error "compile with -DSHIPPED_CONF='\"/path/to/etc/gophermq.conf\"'"
@@ -45,6 +46,11 @@ static const struct expected_option {
 	{ "max_batch_messages",      "1000",          true,  "16" },
 	{ "max_batch_bytes",         "8388608",       true,  "2048" },
 	{ "max_parked_fetches",      "10000",         true,  "18" },
+	{ "persistence",             "\"none\"",      false, "\"log\"" },
+	{ "data_dir",                "\"/var/lib/gophermq\"", false, "\"/e\"" },
+	{ "fsync",                   "\"everysec\"",  true,  "\"always\"" },
+	{ "segment_size",            "67108864",      false, "65536" },
+	{ "compact_min_size",        "67108864",      true,  "131072" },
 	{ "log_level",               "\"info\"",      true,  "\"debug\"" },
 	{ "auth_token_file",         "\"\"",          true,  "\"/a\"" },
 	{ "metrics_auth_token_file", "\"\"",          true,  "\"/b\"" },
@@ -77,6 +83,8 @@ static const struct integer_range {
 	{ "max_batch_messages", 1, 1000000 },
 	{ "max_batch_bytes", 1024, 1073741824 },
 	{ "max_parked_fetches", 0, 10000000 },
+	{ "segment_size", 65536, 1073741824 },
+	{ "compact_min_size", 65536, -1 },
 };
 #define INTEGER_COUNT (sizeof(integer_ranges) / sizeof(integer_ranges[0]))
 
@@ -183,6 +191,11 @@ static void config_assert_equal(const struct config *a, const struct config *b)
 	ck_assert_uint_eq(a->max_batch_messages, b->max_batch_messages);
 	ck_assert_uint_eq(a->max_batch_bytes, b->max_batch_bytes);
 	ck_assert_uint_eq(a->max_parked_fetches, b->max_parked_fetches);
+	ck_assert_uint_eq(a->persistence, b->persistence);
+	ck_assert_str_eq(a->data_dir, b->data_dir);
+	ck_assert_uint_eq(a->fsync, b->fsync);
+	ck_assert_uint_eq(a->segment_size, b->segment_size);
+	ck_assert_uint_eq(a->compact_min_size, b->compact_min_size);
 	ck_assert_int_eq(a->log_level, b->log_level);
 	ck_assert_str_eq(a->auth_token_file, b->auth_token_file);
 	ck_assert_str_eq(a->metrics_auth_token_file, b->metrics_auth_token_file);
@@ -210,7 +223,10 @@ static bool config_equal(const struct config *a, const struct config *b)
 	       a->fetch_max_wait_ms == b->fetch_max_wait_ms &&
 	       a->max_batch_messages == b->max_batch_messages &&
 	       a->max_batch_bytes == b->max_batch_bytes &&
-	       a->max_parked_fetches == b->max_parked_fetches && a->log_level == b->log_level &&
+	       a->max_parked_fetches == b->max_parked_fetches &&
+	       a->persistence == b->persistence && string_equal(a->data_dir, b->data_dir) &&
+	       a->fsync == b->fsync && a->segment_size == b->segment_size &&
+	       a->compact_min_size == b->compact_min_size && a->log_level == b->log_level &&
 	       string_equal(a->auth_token_file, b->auth_token_file) &&
 	       string_equal(a->metrics_auth_token_file, b->metrics_auth_token_file) &&
 	       string_equal(a->tls_cert_file, b->tls_cert_file) &&
@@ -285,6 +301,11 @@ START_TEST(test_defaults_are_the_documented_values)
 	ck_assert_uint_eq(config.max_batch_messages, 1000);
 	ck_assert_uint_eq(config.max_batch_bytes, 8388608);
 	ck_assert_uint_eq(config.max_parked_fetches, 10000);
+	ck_assert_uint_eq(config.persistence, CONFIG_PERSISTENCE_NONE);
+	ck_assert_str_eq(config.data_dir, "/var/lib/gophermq");
+	ck_assert_uint_eq(config.fsync, JOURNAL_FSYNC_EVERYSEC);
+	ck_assert_uint_eq(config.segment_size, 67108864);
+	ck_assert_uint_eq(config.compact_min_size, 67108864);
 	ck_assert_int_eq(config.log_level, LOG_LEVEL_INFO);
 	ck_assert_str_eq(config.auth_token_file, "");
 	ck_assert_str_eq(config.metrics_auth_token_file, "");
@@ -316,7 +337,7 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	size_t count;
 
 	config_options(&count);
-	ck_assert_uint_eq(count, 25);  /* every option is set below */
+	ck_assert_uint_eq(count, 30);  /* every option is set below */
 	text_accepted("listen = \"::1\"\n"
 	              "port = 1\n"
 	              "metrics_listen = \"10.0.0.1\"\n"
@@ -337,6 +358,11 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	              "max_batch_messages = 16\n"
 	              "max_batch_bytes = 2048\n"
 	              "max_parked_fetches = 18\n"
+	              "persistence = \"log\"\n"
+	              "data_dir = \"/e\"\n"
+	              "fsync = \"always\"\n"
+	              "segment_size = 65536\n"
+	              "compact_min_size = 131072\n"
 	              "log_level = \"debug\"\n"
 	              "auth_token_file = \"/a\"\n"
 	              "metrics_auth_token_file = \"/b\"\n"
@@ -362,6 +388,11 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	ck_assert_uint_eq(config.max_batch_messages, 16);
 	ck_assert_uint_eq(config.max_batch_bytes, 2048);
 	ck_assert_uint_eq(config.max_parked_fetches, 18);
+	ck_assert_uint_eq(config.persistence, CONFIG_PERSISTENCE_LOG);
+	ck_assert_str_eq(config.data_dir, "/e");
+	ck_assert_uint_eq(config.fsync, JOURNAL_FSYNC_ALWAYS);
+	ck_assert_uint_eq(config.segment_size, 65536);
+	ck_assert_uint_eq(config.compact_min_size, 131072);
 	ck_assert_int_eq(config.log_level, LOG_LEVEL_DEBUG);
 	ck_assert_str_eq(config.auth_token_file, "/a");
 	ck_assert_str_eq(config.metrics_auth_token_file, "/b");
@@ -491,6 +522,52 @@ START_TEST(test_delivery_options_take_valid_values)
 }
 END_TEST
 
+START_TEST(test_durability_options_take_their_choices)
+{
+	static const struct { const char *text; unsigned fsync; } modes[] = {
+		{ "never", JOURNAL_FSYNC_NEVER }, { "everysec", JOURNAL_FSYNC_EVERYSEC },
+		{ "always", JOURNAL_FSYNC_ALWAYS },
+	};
+	struct config config;
+
+	/* the stored index is the enum the journal takes */
+	ck_assert_int_eq(JOURNAL_FSYNC_NEVER, 0);
+	ck_assert_int_eq(JOURNAL_FSYNC_EVERYSEC, 1);
+	ck_assert_int_eq(JOURNAL_FSYNC_ALWAYS, 2);
+
+	text_accepted("persistence = \"log\"\nfsync = \"always\"\n", &config);
+	ck_assert_uint_eq(config.persistence, CONFIG_PERSISTENCE_LOG);
+	ck_assert_uint_eq(config.fsync, JOURNAL_FSYNC_ALWAYS);
+	ck_assert_uint_eq(config.fsync, 2);
+	ck_assert_str_eq(config.data_dir, "/var/lib/gophermq");  /* the others keep their defaults */
+	ck_assert_uint_eq(config.segment_size, 67108864);
+	ck_assert_uint_eq(config.compact_min_size, 67108864);
+	config_clear(&config);
+
+	text_accepted("persistence = \"none\"\n", &config);
+	ck_assert_uint_eq(config.persistence, CONFIG_PERSISTENCE_NONE);
+	ck_assert_uint_eq(config.fsync, JOURNAL_FSYNC_EVERYSEC);
+	config_clear(&config);
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		char text[64];
+
+		snprintf(text, sizeof(text), "fsync = \"%s\"\n", modes[i].text);
+		text_accepted(text, &config);
+		ck_assert_uint_eq(config.fsync, modes[i].fsync);
+		config_clear(&config);
+	}
+
+	text_accepted("data_dir = \"/srv/gophermq data\"\nsegment_size = 1073741824\n"
+	              "compact_min_size = 65536\n", &config);
+	ck_assert_str_eq(config.data_dir, "/srv/gophermq data");
+	ck_assert_uint_eq(config.segment_size, 1073741824);
+	ck_assert_uint_eq(config.compact_min_size, 65536);
+	ck_assert_uint_eq(config.persistence, CONFIG_PERSISTENCE_NONE);
+	config_clear(&config);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Bad values
  * ------------------------------------------------------------------------ */
@@ -601,6 +678,36 @@ START_TEST(test_bad_log_level_is_rejected)
 	ck_assert_ptr_nonnull(strstr(text_rejected("log_level = \"\"\n"), "log_level: value ''"));
 	ck_assert_ptr_nonnull(strstr(text_rejected("log_level = INFO\n"), "log_level: value 'INFO'"));
 	ck_assert_ptr_nonnull(strstr(text_rejected("log_level = 3\n"), "log_level: value '3'"));
+}
+END_TEST
+
+START_TEST(test_bad_durability_choice_is_rejected_with_the_choices)
+{
+	text_rejected_with("fsync = \"sometimes\"\n", 1,
+	                   "fsync: value 'sometimes' is not one of never, everysec, always");
+	text_rejected_with("# comment\n\npersistence = \"disk\"\n", 3,
+	                   "persistence: value 'disk' is not one of none, log");
+	text_rejected_with("persistence = \"log\"\nfsync = \"\"\n", 2,
+	                   "fsync: value '' is not one of never, everysec, always");
+	/* choices are exact: no other case, no numbers, no surrounding space */
+	ck_assert_ptr_nonnull(strstr(text_rejected("fsync = \"ALWAYS\"\n"), "fsync: value 'ALWAYS'"));
+	ck_assert_ptr_nonnull(strstr(text_rejected("fsync = 2\n"), "fsync: value '2' is not one of"));
+	ck_assert_ptr_nonnull(strstr(text_rejected("fsync = \" always\"\n"), "fsync: value ' always'"));
+	ck_assert_ptr_nonnull(strstr(text_rejected("persistence = \"Log\"\n"),
+	                             "persistence: value 'Log' is not one of none, log"));
+	ck_assert_ptr_nonnull(strstr(text_rejected("persistence = 1\n"), "persistence: value '1'"));
+}
+END_TEST
+
+START_TEST(test_durability_size_out_of_range_is_rejected_with_file_line_and_option)
+{
+	text_rejected_with("segment_size = 65535\n", 1,
+	                   "segment_size: value 65535 is out of range (65536..1073741824)");
+	text_rejected_with("port = 1\nsegment_size = 1073741825\n", 2,
+	                   "segment_size: value 1073741825 is out of range (65536..1073741824)");
+	text_rejected_with("compact_min_size = 65535\n", 1,
+	                   "compact_min_size: value 65535 is out of range (65536..)");
+	text_rejected_with("compact_min_size = 64M\n", 1, "compact_min_size: value '64M' is not an integer");
 }
 END_TEST
 
@@ -767,7 +874,8 @@ START_TEST(test_restart_changes_reports_exactly_the_changed_restart_only_options
 {
 	static const char *const restart_only[] = {
 		"listen", "port", "metrics_listen", "metrics_port", "http_threads",
-		"max_connections", "connection_timeout", "tls_cert_file", "tls_key_file",
+		"max_connections", "connection_timeout", "persistence", "data_dir", "segment_size",
+		"tls_cert_file", "tls_key_file",
 	};
 	struct config defaults, changed;
 	struct reported reported = { 0 };
@@ -781,11 +889,11 @@ START_TEST(test_restart_changes_reports_exactly_the_changed_restart_only_options
 		strcat(text, line);
 	}
 	text_accepted(text, &changed);
-	ck_assert_uint_eq(config_restart_changes(&defaults, &changed, reported_add, &reported), 9);
-	ck_assert_uint_eq(reported.count, 9);
+	ck_assert_uint_eq(config_restart_changes(&defaults, &changed, reported_add, &reported), 12);
+	ck_assert_uint_eq(reported.count, 12);
 	for (size_t i = 0; i < sizeof(restart_only) / sizeof(restart_only[0]); i++)
 		ck_assert_msg(reported_has(&reported, restart_only[i]), "%s not reported", restart_only[i]);
-	ck_assert_uint_eq(config_restart_changes(&changed, &defaults, NULL, NULL), 9);
+	ck_assert_uint_eq(config_restart_changes(&changed, &defaults, NULL, NULL), 12);
 	config_clear(&changed);
 	config_clear(&defaults);
 }
@@ -802,7 +910,8 @@ START_TEST(test_restart_changes_ignores_reloadable_options)
 	              "subscriber_ttl = 7\nlog_level = \"error\"\nauth_token_file = \"/a\"\n"
 	              "metrics_auth_token_file = \"/b\"\nack_wait_ms = 8\nfetch_max_batch = 9\n"
 	              "fetch_max_wait_ms = 10\nmax_batch_messages = 11\nmax_batch_bytes = 1024\n"
-	              "max_parked_fetches = 12\n", &changed);
+	              "max_parked_fetches = 12\nfsync = \"never\"\ncompact_min_size = 65536\n",
+	              &changed);
 	ck_assert_uint_eq(config_restart_changes(&defaults, &changed, reported_add, &reported), 0);
 	ck_assert_uint_eq(reported.count, 0);
 	ck_assert_uint_eq(config_restart_changes(&defaults, &defaults, reported_add, &reported), 0);
@@ -865,9 +974,13 @@ START_TEST(test_keep_restart_options_copies_only_the_restart_only_options)
 	ck_assert_uint_eq(fresh.http_threads, 9);
 	ck_assert_uint_eq(fresh.max_connections, 10);
 	ck_assert_uint_eq(fresh.connection_timeout, 11);
+	ck_assert_uint_eq(fresh.persistence, CONFIG_PERSISTENCE_LOG);
+	ck_assert_str_eq(fresh.data_dir, "/e");
+	ck_assert_uint_eq(fresh.segment_size, 65536);
 	ck_assert_str_eq(fresh.tls_cert_file, "/c");
 	ck_assert_str_eq(fresh.tls_key_file, "/d");
 	ck_assert_ptr_ne(fresh.listen, running.listen);  /* copies, not shared */
+	ck_assert_ptr_ne(fresh.data_dir, running.data_dir);
 	/* reloadable: kept from the new file (here the defaults) */
 	ck_assert_uint_eq(fresh.max_pending, 1000000);
 	ck_assert_uint_eq(fresh.max_pending_bytes, 268435456);
@@ -882,6 +995,8 @@ START_TEST(test_keep_restart_options_copies_only_the_restart_only_options)
 	ck_assert_uint_eq(fresh.max_batch_messages, 1000);
 	ck_assert_uint_eq(fresh.max_batch_bytes, 8388608);
 	ck_assert_uint_eq(fresh.max_parked_fetches, 10000);
+	ck_assert_uint_eq(fresh.fsync, JOURNAL_FSYNC_EVERYSEC);
+	ck_assert_uint_eq(fresh.compact_min_size, 67108864);
 	ck_assert_int_eq(fresh.log_level, LOG_LEVEL_INFO);
 	ck_assert_str_eq(fresh.auth_token_file, "");
 	ck_assert_str_eq(fresh.metrics_auth_token_file, "");
@@ -1030,6 +1145,7 @@ static Suite *config_suite(void)
 	tcase_add_test(valid, test_later_setting_of_an_option_wins);
 	tcase_add_test(valid, test_comment_characters_inside_quoted_strings_are_kept);
 	tcase_add_test(valid, test_delivery_options_take_valid_values);
+	tcase_add_test(valid, test_durability_options_take_their_choices);
 	suite_add_tcase(suite, valid);
 
 	tcase_add_test(invalid, test_negative_integer_is_rejected_with_file_line_and_option);
@@ -1038,6 +1154,8 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, test_non_integer_is_rejected);
 	tcase_add_test(invalid, test_bad_listen_address_is_rejected);
 	tcase_add_test(invalid, test_bad_log_level_is_rejected);
+	tcase_add_test(invalid, test_bad_durability_choice_is_rejected_with_the_choices);
+	tcase_add_test(invalid, test_durability_size_out_of_range_is_rejected_with_file_line_and_option);
 	tcase_add_test(invalid, test_tls_certificate_without_key_is_rejected);
 	tcase_add_test(invalid, test_tls_key_without_certificate_is_rejected);
 	tcase_add_test(invalid, test_error_text_stays_on_one_line);

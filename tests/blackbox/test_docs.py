@@ -51,8 +51,8 @@ MAN_OPTION_RE = re.compile(r'^\.B\s+"([a-z][a-z0-9_]*) = (.*)"\s*$')
 # One entry of option_table[] in src/config.c:
 #   OPTION(name, KIND, "default", minimum, maximum, RELOAD|RESTART),
 CODE_OPTION_RE = re.compile(
-    r'OPTION\(\s*([a-z][a-z0-9_]*)\s*,\s*\w+\s*,\s*"((?:[^"\\]|\\.)*)"\s*,'
-    r'[^,]*,[^,]*,\s*(RELOAD|RESTART)\s*\)')
+    r'OPTION(?:_CHOICE)?\(\s*([a-z][a-z0-9_]*)\s*,\s*\w+\s*,\s*"((?:[^"\\]|\\.)*)"\s*,'
+    r'(?:[^,()]*,[^,()]*,)?\s*(RELOAD|RESTART)\s*\)')
 
 
 def read(path):
