@@ -460,7 +460,8 @@ def _watchdog():
 
 
 def main():
-    """Runs the tests of __main__ verbosely; exits 0 when all passed."""
+    """Runs the tests of __main__ (or those named on the command line, as
+    Class or Class.test) verbosely; exits 0 when all passed."""
     if not (os.path.isfile(DAEMON) and os.access(DAEMON, os.X_OK)):
         print("ERROR: daemon %s not found or not executable (set GOPHERMQD)" % DAEMON)
         sys.exit(99)
@@ -471,7 +472,10 @@ def main():
     watchdog = threading.Timer(FILE_WATCHDOG, _watchdog)
     watchdog.daemon = True
     watchdog.start()
-    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
+    if sys.argv[1:]:
+        suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[1:], sys.modules["__main__"])
+    else:
+        suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=DaemonLogResult)
     result = runner.run(suite)
     watchdog.cancel()
