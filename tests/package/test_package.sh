@@ -460,6 +460,34 @@ expect_http 200 GET "$METRICS/metrics"
 expect_body 'gophermq_client_request_rate'
 ok "metrics count the requests"
 
+step "pending messages and subscribers survive a restart and an upgrade (persistence = log)"
+in_ct grep -qx 'persistence = "log"' /etc/gophermq.conf || fail "the shipped /etc/gophermq.conf does not set persistence = \"log\""
+owner=$(in_ct stat -c '%U %a' /var/lib/gophermq) || fail "no /var/lib/gophermq"
+[ "$owner" = "gophermq 750" ] || fail "/var/lib/gophermq is '$owner', expected 'gophermq 750'"
+ok "/var/lib/gophermq: owner gophermq, mode 750"
+subscribe e2e.durable
+ID_DURABLE=$SUBSCRIBER_ID
+publish 200 e2e.durable "kept-1"
+publish 200 e2e.durable "kept-2"
+PID_BEFORE=$(main_pid)
+TIMEOUT=60 in_ct systemctl restart gophermq.service
+expect_active
+[ "$(main_pid)" != "$PID_BEFORE" ] || fail "systemctl restart did not give a new process"
+expect_http 204 GET "$API/ready"
+publish 200 e2e.durable "kept-3"
+ok "2 messages pending across systemctl restart, a third published after it"
+TIMEOUT=300 in_ct apt-get install -y --reinstall "$DEB_IN_CT" > "$WORK/apt-reinstall-2.log" 2>&1 ||
+	{ cat "$WORK/apt-reinstall-2.log"; fail "apt-get install --reinstall failed"; }
+wait_for 30 "gophermq.service active" in_ct systemctl is-active --quiet gophermq.service
+expect_http 204 GET "$API/ready"
+fetch e2e.durable "$ID_DURABLE"
+expect_data kept-1 kept-2 kept-3
+ok "after a restart and a reinstall the same subscriber id fetched [kept-1, kept-2, kept-3]"
+expect_http 200 GET "$METRICS/metrics"
+expect_body '^gophermq_journal_replay_seconds '
+ok "journal metrics exported"
+PID1=$(main_pid)
+
 step "systemd-analyze security gophermq.service <= $MAX_EXPOSURE"
 in_ct systemd-analyze security --no-pager gophermq.service > "$WORK/security.txt" 2>&1 ||
 	{ cat "$WORK/security.txt"; fail "systemd-analyze security failed"; }
