@@ -36,10 +36,15 @@
  * created by the caller, so critical sections link, unlink and count, and
  * at most grow an array (amortised) or allocate a fetched batch.
  *
+ *  - Durability (durable.c, journal.c): with a journal set, every change
+ *    is recorded under the lock at the point it is made (subscribe,
+ *    unsubscribe and expiry, publish, each take, ack and dead letter,
+ *    give-back); the changes that create state reserve their record first
+ *    and are refused with BROKER_STORAGE when it cannot be stored.
+ *    broker_replay() rebuilds a fresh broker from the log and
+ *    broker_compact() writes a snapshot.
+ *
  * Room left for later features:
- *  - durability: every state change goes through a few functions here
- *    (broker_publish_locked, queue_take, delivery_remove, the subscribe and
- *    unsubscribe paths): a journal records at those points.
  *  - wildcard subjects: a token trie consulted next to the subject table
  *    yields more queues for broker_publish_locked to fill; the meta form's
  *    subject would then come from the message (published subject).
