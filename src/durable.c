@@ -56,7 +56,8 @@ static unsigned char *put64(unsigned char *p, uint64_t value)
 
 static unsigned char *put_bytes(unsigned char *p, const void *data, size_t length)
 {
-	memcpy(p, data, length);
+	if (length > 0)
+		memcpy(p, data, length);
 	return p + length;
 }
 

@@ -305,7 +305,8 @@ static ssize_t segment_list(struct journal *journal, uint64_t **numbers_out)
 		numbers[count++] = number;
 	}
 	closedir(dir);
-	qsort(numbers, count, sizeof(*numbers), compare_numbers);
+	if (count > 1)
+		qsort(numbers, count, sizeof(*numbers), compare_numbers);
 	*numbers_out = numbers;
 	return (ssize_t)count;
 }
