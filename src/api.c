@@ -974,7 +974,8 @@ void api_handle(struct api_context *context, const struct api_endpoint *endpoint
 {
 	struct request request;
 
-	uint64_t position = context->journal ? journal_position(context->journal) : 0;
+	bool always = context->journal && journal_get_fsync(context->journal) == JOURNAL_FSYNC_ALWAYS;
+	uint64_t position = always ? journal_position(context->journal) : 0;
 
 	reply->hold = NULL;
 	if (!request_read(&request, body, body_length)) {
@@ -985,6 +986,6 @@ void api_handle(struct api_context *context, const struct api_endpoint *endpoint
 	request_release(&request);
 	/* Another request's records may have moved the position too; waiting
 	 * for them costs only the time of that sync. */
-	if (context->journal)
+	if (always)
 		reply_when_synced(context, journal_position(context->journal) != position, reply);
 }

@@ -363,7 +363,7 @@ static int segment_create(struct journal *journal, uint64_t room)
 	journal->map_size = size;
 	journal->used = JOURNAL_HEADER_SIZE;
 	journal->number = number;
-	journal->position += JOURNAL_HEADER_SIZE;
+	__atomic_store_n(&journal->position, journal->position + JOURNAL_HEADER_SIZE, __ATOMIC_RELEASE);
 	journal->log_bytes += JOURNAL_HEADER_SIZE;
 	journal->directory_dirty = true;
 	journal->stats.segments++;
@@ -581,19 +581,14 @@ void journal_close(struct journal *journal)
 void journal_set_fsync(struct journal *journal, enum journal_fsync mode)
 {
 	pthread_mutex_lock(&journal->lock);
-	journal->mode = mode;
+	__atomic_store_n(&journal->mode, mode, __ATOMIC_RELAXED);
 	pthread_cond_signal(&journal->wake);
 	pthread_mutex_unlock(&journal->lock);
 }
 
 enum journal_fsync journal_get_fsync(struct journal *journal)
 {
-	enum journal_fsync mode;
-
-	pthread_mutex_lock(&journal->lock);
-	mode = journal->mode;
-	pthread_mutex_unlock(&journal->lock);
-	return mode;
+	return __atomic_load_n(&journal->mode, __ATOMIC_RELAXED);
 }
 
 /* --- appending ---------------------------------------------------------- */
@@ -629,21 +624,19 @@ void journal_commit(struct journal *journal, size_t payload)
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	put32(record, (uint32_t)(1 + payload));
 	journal->used += JOURNAL_RECORD_HEADER_SIZE + payload;
-	journal->position += JOURNAL_RECORD_HEADER_SIZE + payload;
+	__atomic_store_n(&journal->position, journal->position + JOURNAL_RECORD_HEADER_SIZE + payload,
+	                 __ATOMIC_RELEASE);
 	journal->log_bytes += JOURNAL_RECORD_HEADER_SIZE + payload;
 	if (journal->mode == JOURNAL_FSYNC_ALWAYS || (journal->mode == JOURNAL_FSYNC_EVERYSEC && idle))
 		pthread_cond_signal(&journal->wake);
 	pthread_mutex_unlock(&journal->lock);
 }
 
+/* Read without the lock: written only under it, and a stale value is
+ * one a request of this thread has already passed. */
 uint64_t journal_position(struct journal *journal)
 {
-	uint64_t position;
-
-	pthread_mutex_lock(&journal->lock);
-	position = journal->position;
-	pthread_mutex_unlock(&journal->lock);
-	return position;
+	return __atomic_load_n(&journal->position, __ATOMIC_ACQUIRE);
 }
 
 bool journal_wait(struct journal *journal, uint64_t position, struct journal_waiter *waiter)
