@@ -81,6 +81,10 @@ struct journal {
 	uint64_t record_start;        /* journal_begin() .. journal_commit() */
 	enum journal_record_type record_type;
 	struct journal_waiter *waiters, **waiters_tail;
+	size_t waiting;               /* waiters in the list */
+	size_t gathering;             /* the sync thread waits for this many waiters; 0 = not */
+	size_t last_group;            /* waiters the last sync answered */
+	uint64_t last_sync_ns;        /* how long it took */
 
 	bool failed;                  /* refusing records until retry_at */
 	uint64_t retry_at;            /* monotonic ms */
@@ -389,6 +393,7 @@ fail:
 static void waiters_answer(struct journal *journal, bool synced_ok)
 {
 	struct journal_waiter *done = NULL, **link = &journal->waiters;
+	size_t answered = 0;
 
 	while (*link) {
 		struct journal_waiter *waiter = *link;
@@ -397,11 +402,14 @@ static void waiters_answer(struct journal *journal, bool synced_ok)
 			*link = waiter->next;
 			waiter->next = done;
 			done = waiter;
+			journal->waiting--;
+			answered++;
 		} else {
 			link = &waiter->next;
 		}
 	}
 	journal->waiters_tail = link;
+	journal->last_group = answered;
 	pthread_mutex_unlock(&journal->lock);
 	while (done) {
 		struct journal_waiter *next = done->next;
@@ -446,6 +454,7 @@ static int sync_locked(struct journal *journal)
 
 		journal->stats.syncs++;
 		journal->stats.sync_nanoseconds += took;
+		journal->last_sync_ns = took;
 		for (size_t i = 0; i < JOURNAL_SYNC_BUCKETS; i++)
 			if ((double)took / 1e9 <= journal_sync_bounds[i]) {
 				journal->stats.sync_buckets[i]++;
@@ -466,6 +475,38 @@ static int sync_locked(struct journal *journal)
 	return -1;
 }
 
+/* Group commit (fsync = always).  While a sync runs the requests that
+ * arrive meanwhile wait for the next one; when the last sync answered
+ * several, more are on their way, and one sync for all of them costs less
+ * than a sync each.  So before syncing wait until as many requests wait
+ * as the last sync answered, but no longer than half of its time (and
+ * GATHER_MAX_NS): a lone client is synced at once, many share a sync.
+ * Lock held. */
+#define GATHER_MAX_NS 1000000u
+
+static void gather_locked(struct journal *journal)
+{
+	struct timespec until;
+	uint64_t wait_ns = journal->last_sync_ns / 2;
+	size_t wanted = journal->last_group;
+
+	if (wanted < 2 || journal->waiting >= wanted)
+		return;
+	if (wait_ns > GATHER_MAX_NS)
+		wait_ns = GATHER_MAX_NS;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += (long)wait_ns;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	journal->gathering = wanted;
+	while (journal->waiting < wanted && !journal->stop && journal->mode == JOURNAL_FSYNC_ALWAYS)
+		if (pthread_cond_timedwait(&journal->wake, &journal->lock, &until) != 0)
+			break;
+	journal->gathering = 0;
+}
+
 static void *sync_main(void *argument)
 {
 	struct journal *journal = argument;
@@ -475,6 +516,7 @@ static void *sync_main(void *argument)
 		bool due = journal->position > journal->synced || journal->retired;
 
 		if (journal->mode == JOURNAL_FSYNC_ALWAYS && due) {
+			gather_locked(journal);
 			waiters_answer(journal, sync_locked(journal) == 0);
 			continue;
 		}
@@ -627,7 +669,8 @@ void journal_commit(struct journal *journal, size_t payload)
 	__atomic_store_n(&journal->position, journal->position + JOURNAL_RECORD_HEADER_SIZE + payload,
 	                 __ATOMIC_RELEASE);
 	journal->log_bytes += JOURNAL_RECORD_HEADER_SIZE + payload;
-	if (journal->mode == JOURNAL_FSYNC_ALWAYS || (journal->mode == JOURNAL_FSYNC_EVERYSEC && idle))
+	if ((journal->mode == JOURNAL_FSYNC_ALWAYS && journal->gathering == 0) ||
+	    (journal->mode == JOURNAL_FSYNC_EVERYSEC && idle))
 		pthread_cond_signal(&journal->wake);
 	pthread_mutex_unlock(&journal->lock);
 }
@@ -650,7 +693,9 @@ bool journal_wait(struct journal *journal, uint64_t position, struct journal_wai
 	waiter->next = NULL;
 	*journal->waiters_tail = waiter;
 	journal->waiters_tail = &waiter->next;
-	pthread_cond_signal(&journal->wake);
+	journal->waiting++;
+	if (journal->gathering == 0 || journal->waiting >= journal->gathering)
+		pthread_cond_signal(&journal->wake);
 	pthread_mutex_unlock(&journal->lock);
 	return true;
 }
