@@ -29,7 +29,8 @@
 #include "journal.h"
 #include "log.h"
 
-#define SNAPSHOT_CHUNK 4096           /* queue entries per lock hold */
+#define SNAPSHOT_CHUNK 4096           /* queue entries per lock hold, at most */
+#define SNAPSHOT_CHUNK_BYTES (1u << 20) /* and about this much of their data */
 
 /* --- encoding ------------------------------------------------------------ */
 
@@ -672,15 +673,17 @@ static int held_copy_compare(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Writes the next at most SNAPSHOT_CHUNK copies queue holds with a seq
- * above *after as one HOLD record, and advances *after.  Returns 1 when
- * there may be more, 0 when done, -1 on an error.  Lock held. */
+/* Writes the next copies queue holds with a seq above *after as one HOLD
+ * record, at most SNAPSHOT_CHUNK of them and about SNAPSHOT_CHUNK_BYTES
+ * of data (at least one), and advances *after.  Returns 1 when there may
+ * be more, 0 when done, -1 on an error.  Lock held. */
 static int snapshot_queue_chunk(struct journal *journal, const struct queue *queue, uint64_t *after)
 {
 	struct held_copy *copies;
 	size_t count = 0, capacity = SNAPSHOT_CHUNK + queue->deliveries.count + queue->returned_count;
-	size_t size = queue_key_size(queue) + 4, lo = 0, hi = queue->fresh.count, taken;
+	size_t size = queue_key_size(queue) + 4, lo = 0, hi = queue->fresh.count, taken, data = 0;
 	unsigned char *start, *p;
+	bool more_fresh;
 
 	copies = malloc(capacity * sizeof(*copies));
 	if (!copies)
@@ -694,6 +697,9 @@ static int snapshot_queue_chunk(struct journal *journal, const struct queue *que
 		for (size_t i = run->head; i < run->count; i++)
 			if (run->messages[i]->seq > *after)
 				copies[count++] = (struct held_copy){ run->messages[i], 0 };
+	/* Only those need sorting: the ring is in seq order already. */
+	if (count > 1)
+		qsort(copies, count, sizeof(*copies), held_copy_compare);
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
@@ -704,14 +710,17 @@ static int snapshot_queue_chunk(struct journal *journal, const struct queue *que
 	}
 	for (size_t i = lo; i < queue->fresh.count && i - lo < SNAPSHOT_CHUNK; i++)
 		copies[count++] = (struct held_copy){ queue_ring_at(&queue->fresh, i), 0 };
+	more_fresh = queue->fresh.count - lo > SNAPSHOT_CHUNK;
 	if (count == 0) {
 		free(copies);
 		return 0;
 	}
-	qsort(copies, count, sizeof(*copies), held_copy_compare);
-	taken = count < SNAPSHOT_CHUNK ? count : SNAPSHOT_CHUNK;
-	for (size_t i = 0; i < taken; i++)
-		size += 16 + copies[i].message->length;
+	for (taken = 0; taken < count && taken < SNAPSHOT_CHUNK; taken++) {
+		if (taken > 0 && data + copies[taken].message->length > SNAPSHOT_CHUNK_BYTES)
+			break;
+		data += copies[taken].message->length;
+		size += 16 + copies[taken].message->length;
+	}
 	start = p = journal_snapshot_begin(journal, JOURNAL_HOLD, size);
 	if (!p) {
 		free(copies);
@@ -728,7 +737,7 @@ static int snapshot_queue_chunk(struct journal *journal, const struct queue *que
 	journal_snapshot_commit(journal, (size_t)(p - start));
 	*after = copies[taken - 1].message->seq;
 	free(copies);
-	return taken == SNAPSHOT_CHUNK ? 1 : 0;
+	return taken < count || more_fresh ? 1 : 0;
 }
 
 static int snapshot_subscriber(struct journal *journal, const struct broker_subscriber *subscriber)
@@ -830,6 +839,8 @@ int broker_compact(struct broker *broker, struct journal *journal)
 		if (subscriber)
 			result = snapshot_subscriber(journal, subscriber);
 		pthread_mutex_unlock(&broker->lock);
+		if (result == 0)
+			result = journal_snapshot_flush(journal);
 	}
 	/* Then each queue's copies, a chunk per lock hold. */
 	key = keys;
@@ -845,8 +856,10 @@ int broker_compact(struct broker *broker, struct journal *journal)
 			queue = replay_queue(broker, key + 2, length);
 			more = queue ? snapshot_queue_chunk(journal, queue, &after) : 0;
 			pthread_mutex_unlock(&broker->lock);
-			if (more < 0)
+			if (more < 0 || journal_snapshot_flush(journal) != 0) {
 				result = -1;
+				more = 0;
+			}
 		}
 		key += 2 + length;
 	}

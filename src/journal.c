@@ -52,6 +52,7 @@ struct snapshot {
 	int fd;
 	uint64_t number;
 	unsigned char *buffer;
+	size_t capacity;
 	size_t used;
 	size_t record;            /* start of the record being built */
 	bool failed;
@@ -932,6 +933,7 @@ int journal_compact_begin(struct journal *journal)
 		free(snapshot);
 		return -1;
 	}
+	snapshot->capacity = SNAPSHOT_BUFFER;
 	pthread_mutex_lock(&journal->lock);
 	if (journal->snapshot || journal->failed) {
 		pthread_mutex_unlock(&journal->lock);
@@ -989,8 +991,10 @@ static int snapshot_flush(struct snapshot *snapshot, size_t keep_from)
 	return 0;
 }
 
-/* Snapshot records are written by the one compacting thread, through a
- * buffer; a record larger than the buffer gets a buffer of its own. */
+/* Snapshot records are made by the one compacting thread, into a buffer
+ * that grows to hold what one hold of the broker's lock puts in it;
+ * journal_snapshot_flush() writes it out after the lock is released, so
+ * that no publish waits while the kernel takes a megabyte. */
 void *journal_snapshot_begin(struct journal *journal, enum journal_record_type type, size_t payload)
 {
 	struct snapshot *snapshot = journal->snapshot;
@@ -998,16 +1002,17 @@ void *journal_snapshot_begin(struct journal *journal, enum journal_record_type t
 
 	if (!snapshot || snapshot->failed || payload > UINT32_MAX - 1)
 		return NULL;
-	if (snapshot->used + size > SNAPSHOT_BUFFER && snapshot_flush(snapshot, snapshot->used) != 0)
-		return NULL;
-	if (size > SNAPSHOT_BUFFER) {
-		unsigned char *grown = realloc(snapshot->buffer, size);
+	if (size > snapshot->capacity - snapshot->used) {
+		size_t capacity = snapshot->capacity * 2 > snapshot->used + size ?
+		                  snapshot->capacity * 2 : snapshot->used + size;
+		unsigned char *grown = realloc(snapshot->buffer, capacity);
 
 		if (!grown) {
 			snapshot->failed = true;
 			return NULL;
 		}
 		snapshot->buffer = grown;
+		snapshot->capacity = capacity;
 	}
 	snapshot->record = snapshot->used;
 	snapshot->buffer[snapshot->record + 8] = (unsigned char)type;
@@ -1023,8 +1028,28 @@ void journal_snapshot_commit(struct journal *journal, size_t payload)
 	put32(record, length);
 	put32(record + 4, journal_crc32c(0, record + 8, length));
 	snapshot->used = snapshot->record + 8 + length;
-	if (snapshot->used > SNAPSHOT_BUFFER)
-		snapshot_flush(snapshot, snapshot->used);
+}
+
+int journal_snapshot_flush(struct journal *journal)
+{
+	struct snapshot *snapshot = journal->snapshot;
+
+	if (!snapshot || snapshot->failed)
+		return -1;
+	if (snapshot->used < SNAPSHOT_BUFFER)
+		return 0;
+	if (snapshot_flush(snapshot, snapshot->used) != 0)
+		return -1;
+	if (snapshot->capacity > 2 * SNAPSHOT_BUFFER) {
+		/* Back to its usual size after a chunk of large messages. */
+		unsigned char *shrunk = realloc(snapshot->buffer, SNAPSHOT_BUFFER);
+
+		if (shrunk) {
+			snapshot->buffer = shrunk;
+			snapshot->capacity = SNAPSHOT_BUFFER;
+		}
+	}
+	return 0;
 }
 
 int journal_compact_end(struct journal *journal, bool ok)

@@ -159,10 +159,14 @@ int journal_replay(struct journal *journal,
  * then appends the snapshot with journal_snapshot_begin/commit, and
  * journal_compact_end() syncs it, renames it into place, syncs the
  * directory and deletes every older segment.  Returns 0, or -1 (the
- * attempt is dropped and the old segments kept). */
+ * attempt is dropped and the old segments kept).  The snapshot records
+ * collect in memory, so that they can be made under the broker's lock;
+ * journal_snapshot_flush(), called without that lock, writes them out
+ * once there are enough (returns 0, or -1 when writing failed). */
 int journal_compact_begin(struct journal *journal);
 void *journal_snapshot_begin(struct journal *journal, enum journal_record_type type, size_t payload);
 void journal_snapshot_commit(struct journal *journal, size_t payload);
+int journal_snapshot_flush(struct journal *journal);
 int journal_compact_end(struct journal *journal, bool ok);
 
 /* Bytes in the segments a compaction would replace (the log since the

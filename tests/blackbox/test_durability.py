@@ -207,6 +207,51 @@ class RestartTest(harness.DaemonTestCase):
         self.assertEqual(drain(daemon, subject, sid), ["live%d" % i for i in range(5)])
         self.assertEqual(drain(daemon, subject, ack_id, ack=True), ["live%d" % i for i in range(5)])
 
+    def test_compaction_keeps_queues_larger_than_a_snapshot_chunk(self):
+        # The snapshot writes a queue in chunks of at most 4,096 copies and
+        # about 1 MiB of data: 10,000 small and 12 large messages take
+        # several of each kind, and the ack queue's in-flight and nacked
+        # copies come before its ring in every chunk's seq order.
+        node = Journaled(self, fsync="never", compact_min_size=65536)
+        daemon = node.start()
+        subject = unique_subject("chunks")
+        sid = daemon.subscribe(subject)
+        ack_id = post(daemon, "/api/subscribe", {"subject": subject, "ack": True,
+                                                     "ack_wait_ms": 600000})[1]["id"]
+        expected = []
+        for batch in range(10):
+            messages = ["m%d-%d" % (batch, i) for i in range(1000)]
+            status, _ = post(daemon, "/api/publish/batch", {"messages": [
+                {"subject": subject, "data": data} for data in messages]})
+            self.assertEqual(status, 200)
+            expected += messages
+        for i in range(12):
+            expected.append("%02d%s" % (i, "b" * 262144))
+            daemon.publish_ok(subject, expected[-1])
+        status, body = post(daemon, "/api/fetch", {"subject": subject, "id": ack_id, "max": 3000})
+        self.assertEqual((status, len(body["messages"])), (200, 3000))
+        status, _ = post(daemon, "/api/nack", {"subject": subject, "id": ack_id,
+                                               "seqs": [m["seq"] for m in body["messages"][:500]]})
+        self.assertEqual(status, 200)
+        # Grow the log past twice the live state with copies that are then
+        # consumed, until a compaction runs.
+        other = unique_subject("garbage")
+        other_id = daemon.subscribe(other)
+        before = daemon.metrics().value("gophermq_journal_compactions_total") or 0
+        for _ in range(100):
+            if (daemon.metrics().value("gophermq_journal_compactions_total") or 0) > before:
+                break
+            post(daemon, "/api/publish/batch", {"messages": [
+                {"subject": other, "data": "g" * 4096} for _ in range(250)]})
+            drain(daemon, other, other_id)
+        daemon.wait_metric("gophermq_journal_compactions_total", lambda v: v > before, timeout=20 * S)
+        daemon.kill()
+        daemon = node.start()
+        self.assertEqual(drain(daemon, subject, sid), expected)
+        redelivered = drain(daemon, subject, ack_id, ack=True)
+        self.assertEqual(len(redelivered), len(expected))
+        self.assertEqual(sorted(redelivered), sorted(expected))
+
 
 class DataDirectoryTest(harness.DaemonTestCase):
     def test_a_second_daemon_on_the_same_directory_refuses_to_start(self):
