@@ -52,8 +52,8 @@ NO_COMPACTION = 1 << 50
 # batch publish (a 4 MiB body, within the default max_batch_bytes).
 CHURN_SIZE = 128 * 1024
 CHURN_BATCH = 32
-REPLAYED = re.compile(r"journal in (\S+) replayed in ([\d.]+) s: (\d+) subscribers, "
-                      r"(\d+) messages pending, last seq (\d+)")
+REPLAYED = re.compile(r"journal in (\S+) replayed in ([\d.]+) s: subscribers (\d+), "
+                      r"messages pending (\d+), last seq (\d+)")
 
 
 # ---------------------------------------------------------------------------

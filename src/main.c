@@ -363,7 +363,7 @@ static int daemon_open_journal(struct daemon *daemon)
 	clock_gettime(CLOCK_MONOTONIC, &end);
 	daemon->replay_seconds = (double)(end.tv_sec - begin.tv_sec) + (double)(end.tv_nsec - begin.tv_nsec) / 1e9;
 	broker_get_stats(daemon->broker, &stats);
-	log_notice("journal in %s replayed in %.3f s: %llu subscribers, %llu messages pending, last seq %llu",
+	log_notice("journal in %s replayed in %.3f s: subscribers %llu, messages pending %llu, last seq %llu",
 	           daemon->config.data_dir, daemon->replay_seconds, (unsigned long long)stats.subscribers,
 	           (unsigned long long)stats.pending, (unsigned long long)stats.last_seq);
 	if (journal_start(daemon->journal, (enum journal_fsync)daemon->config.fsync, error, sizeof(error)) != 0) {
