@@ -870,19 +870,27 @@ int journal_replay(struct journal *journal,
 			const unsigned char *at = view.data + offset;
 			uint32_t length = get32(at);
 			uint64_t end = offset + 8 + (uint64_t)length;
-			bool torn = length == 0 ? false : end > view.size;
+			bool torn = end > view.size;
 
-			if (length == 0)
-				break;
+			if (length == 0) {
+				/* Zeros to the end: the unused rest of a segment. */
+				if (all_zero(view.data, offset, view.size))
+					break;
+				torn = true;        /* a hole with data after it */
+				end = offset + 8;
+			}
 			if (!torn && journal_crc32c(0, at + 8, length) != get32(at + 4))
 				torn = true;
 			if (torn) {
 				uint64_t after = end > view.size ? view.size : end;
 
 				if (!last || !all_zero(view.data, after, view.size)) {
-					snprintf(error, error_size, "%s/%s: corrupt record at offset %llu with valid data "
-					         "after it; the journal cannot be read past it",
-					         journal->directory, view.name, (unsigned long long)offset);
+					snprintf(error, error_size, "%s/%s: corrupt record at offset %llu with data "
+					         "after it; the journal cannot be read past it (to start with what "
+					         "precedes it, stop, back the directory up, and cut the file there "
+					         "with truncate -s %llu and remove the later segments)",
+					         journal->directory, view.name, (unsigned long long)offset,
+					         (unsigned long long)offset);
 					result = -1;
 					break;
 				}

@@ -344,6 +344,14 @@ class FixtureTest(harness.DaemonTestCase):
         self.assert_refuses("flipped-crc-middle.log", "0000000000000001.log: corrupt record at offset 154",
                             "cannot read the journal")
 
+    def test_a_hole_with_a_record_after_it_stops_the_start(self):
+        self.assert_refuses("zero-hole-middle.log", "0000000000000001.log: corrupt record at offset",
+                            "truncate -s")
+
+    def test_zeros_after_the_last_record_end_the_log_quietly(self):
+        node, daemon = self.assert_starts_with("zeros-after-the-end.log", ["one", "two", "three"])
+        self.assertNotIn("dropped", daemon.log())
+
     def test_unknown_format_version_is_refused_clearly(self):
         self.assert_refuses("unknown-version.log", "has journal format version 99",
                             "reads version 1")
