@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -511,7 +512,16 @@ static void gather_locked(struct journal *journal)
 static void *sync_main(void *argument)
 {
 	struct journal *journal = argument;
+	struct sched_param batch = { 0 };
+	int error;
 
+	/* Woken by its disk, this thread must not preempt the threads that
+	 * serve requests on its CPU: a sync started at once would take only
+	 * the requests served so far.  Left to run when they wait, it syncs
+	 * all of them at once (group commit again, by the scheduler). */
+	error = pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch);
+	if (error != 0)
+		log_info("journal: the sync thread runs as any other (SCHED_BATCH refused: %s)", strerror(error));
 	pthread_mutex_lock(&journal->lock);
 	while (!journal->stop) {
 		bool due = journal->position > journal->synced || journal->retired;
