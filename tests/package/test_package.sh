@@ -486,6 +486,11 @@ ok "after a restart and a reinstall the same subscriber id fetched [kept-1, kept
 expect_http 200 GET "$METRICS/metrics"
 expect_body '^gophermq_journal_replay_seconds '
 ok "journal metrics exported"
+# The unit lets the journal's sync thread become SCHED_BATCH (group commit).
+[ "$(journal_count 'SCHED_BATCH refused')" = 0 ] || fail "the sandbox refused SCHED_BATCH to the sync thread"
+batch_threads=$(in_ct ps -L -o cls= -p "$(main_pid)" | grep -c 'B' || true)
+[ "$batch_threads" = 1 ] || fail "expected one SCHED_BATCH thread (the journal's), found $batch_threads"
+ok "the journal's sync thread runs SCHED_BATCH inside the sandbox"
 PID1=$(main_pid)
 
 step "systemd-analyze security gophermq.service <= $MAX_EXPOSURE"
