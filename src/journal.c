@@ -989,12 +989,13 @@ fail:
 	return -1;
 }
 
-static int snapshot_flush(struct snapshot *snapshot, size_t keep_from)
+/* Writes the whole buffer out and empties it. */
+static int snapshot_flush(struct snapshot *snapshot)
 {
 	size_t written = 0;
 
-	while (written < keep_from) {
-		ssize_t n = write(snapshot->fd, snapshot->buffer + written, keep_from - written);
+	while (written < snapshot->used) {
+		ssize_t n = write(snapshot->fd, snapshot->buffer + written, snapshot->used - written);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -1004,8 +1005,7 @@ static int snapshot_flush(struct snapshot *snapshot, size_t keep_from)
 		}
 		written += (size_t)n;
 	}
-	memmove(snapshot->buffer, snapshot->buffer + keep_from, snapshot->used - keep_from);
-	snapshot->used -= keep_from;
+	snapshot->used = 0;
 	return 0;
 }
 
@@ -1056,7 +1056,7 @@ int journal_snapshot_flush(struct journal *journal)
 		return -1;
 	if (snapshot->used < SNAPSHOT_BUFFER)
 		return 0;
-	if (snapshot_flush(snapshot, snapshot->used) != 0)
+	if (snapshot_flush(snapshot) != 0)
 		return -1;
 	if (snapshot->capacity > 2 * SNAPSHOT_BUFFER) {
 		/* Back to its usual size after a chunk of large messages. */
@@ -1082,7 +1082,7 @@ int journal_compact_end(struct journal *journal, bool ok)
 		return -1;
 	segment_name(name, snapshot->number, true);
 	segment_name(final, snapshot->number, false);
-	if (ok && !snapshot->failed && snapshot_flush(snapshot, snapshot->used) == 0 &&
+	if (ok && !snapshot->failed && snapshot_flush(snapshot) == 0 &&
 	    fdatasync(snapshot->fd) == 0 && fstat(snapshot->fd, &status) == 0 &&
 	    renameat(journal->directory_fd, name, journal->directory_fd, final) == 0 &&
 	    fsync(journal->directory_fd) == 0) {
