@@ -52,6 +52,7 @@ static const struct {
 	[API_TEXT_INVALID_SEQS] = TEXT("{\"message\":\"invalid seqs\"}\n"),
 	[API_TEXT_INVALID_DELAY] = TEXT("{\"message\":\"invalid delay_ms\"}\n"),
 	[API_TEXT_INVALID_MESSAGES] = TEXT("{\"message\":\"invalid messages\"}\n"),
+	[API_TEXT_INVALID_TTL] = TEXT("{\"message\":\"invalid ttl_ms\"}\n"),
 };
 #undef TEXT
 
@@ -237,6 +238,27 @@ static bool subject_valid(struct api_context *context, const char *subject, size
 	return broker_subject_valid(subject, length, max_length);
 }
 
+/* A subject a message can be published to: valid, without wildcards. */
+static bool publish_subject_valid(struct api_context *context, const char *subject, size_t length)
+{
+	return subject_valid(context, subject, length) && broker_subject_literal(subject, length);
+}
+
+/* The ttl_ms of a publish: 0 when absent, -1 when invalid. */
+static int64_t read_ttl(const struct request *request)
+{
+	int64_t ttl_ms;
+
+	switch (request_integer(request, "ttl_ms", 1, (int64_t)BROKER_TTL_MAX_MS, &ttl_ms)) {
+	case REQUEST_PRESENT:
+		return ttl_ms;
+	case REQUEST_INVALID:
+		return -1;
+	default:
+		return 0;
+	}
+}
+
 static bool data_too_large(struct api_context *context, size_t length)
 {
 	uint64_t max_size = atomic_load_explicit(&context->max_message_size, memory_order_relaxed);
@@ -323,7 +345,7 @@ static bool read_subscription(struct api_context *context, const struct request 
 	if (field == REQUEST_INVALID ||
 	    (field == REQUEST_PRESENT &&
 	     (options->max_deliver == 0 ||
-	      !subject_valid(context, options->dead_letter, options->dead_letter_length) ||
+	      !publish_subject_valid(context, options->dead_letter, options->dead_letter_length) ||
 	      (options->dead_letter_length == request->subject_length &&
 	       memcmp(options->dead_letter, request->subject, request->subject_length) == 0)))) {
 		api_reply_static(reply, 400, API_TEXT_INVALID_DEAD_LETTER);
@@ -404,16 +426,24 @@ static void handle_publish(struct api_context *context, const struct request *re
                            struct api_reply *reply)
 {
 	struct broker_message *message;
+	int64_t ttl_ms = read_ttl(request);
 
 	if (data_too_large(context, request->data_length)) {
 		api_reply_static(reply, 413, API_TEXT_TOO_LARGE);
 		return;
 	}
-	message = broker_message_new(request->data, request->data_length);
+	if (ttl_ms < 0) {
+		api_reply_static(reply, 400, broker_subject_valid(request->subject, request->subject_length, 0)
+		                             ? API_TEXT_INVALID_TTL : API_TEXT_INVALID_SUBJECT);
+		return;
+	}
+	message = broker_message_new(request->subject, request->subject_length,
+	                             request->data, request->data_length);
 	if (message == NULL) {
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
+	message->expires_ms = (uint64_t)ttl_ms;
 	reply_broker_status(reply, broker_publish(context->broker, request->subject,
 	                                          request->subject_length, message));
 	broker_message_release(message);
@@ -438,9 +468,14 @@ static void handle_publish_async(struct api_context *context, const struct reque
                                  struct api_reply *reply)
 {
 	struct async_publish *work;
+	int64_t ttl_ms = read_ttl(request);
 
-	if (!subject_valid(context, request->subject, request->subject_length)) {
+	if (!publish_subject_valid(context, request->subject, request->subject_length)) {
 		api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
+		return;
+	}
+	if (ttl_ms < 0) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_TTL);
 		return;
 	}
 	if (data_too_large(context, request->data_length)) {
@@ -457,12 +492,14 @@ static void handle_publish_async(struct api_context *context, const struct reque
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
-	work->message = broker_message_new(request->data, request->data_length);
+	work->message = broker_message_new(request->subject, request->subject_length,
+	                             request->data, request->data_length);
 	if (work->message == NULL) {
 		free(work);
 		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 		return;
 	}
+	work->message->expires_ms = (uint64_t)ttl_ms;
 	work->job.next = NULL;
 	work->job.run = async_publish_run;
 	work->broker = context->broker;
@@ -508,8 +545,13 @@ static void handle_publish_batch(struct api_context *context, const struct reque
 			reply_error_at(reply, 400, API_TEXT_BODY_INVALID, i);
 			return;
 		}
-		if (!subject_valid(context, message.subject, message.subject_length)) {
+		if (!publish_subject_valid(context, message.subject, message.subject_length)) {
 			reply_error_at(reply, 400, API_TEXT_INVALID_SUBJECT, i);
+			return;
+		}
+		if (message.ttl == REQUEST_INVALID ||
+		    (message.ttl == REQUEST_PRESENT && message.ttl_ms > (int64_t)BROKER_TTL_MAX_MS)) {
+			reply_error_at(reply, 400, API_TEXT_INVALID_TTL, i);
 			return;
 		}
 		if (data_too_large(context, message.data_length)) {
@@ -526,12 +568,14 @@ static void handle_publish_batch(struct api_context *context, const struct reque
 		request_array_message(request, "messages", i, &message);
 		items[i].subject = message.subject;
 		items[i].subject_length = message.subject_length;
-		items[i].message = broker_message_new(message.data, message.data_length);
+		items[i].message = broker_message_new(message.subject, message.subject_length,
+		                                      message.data, message.data_length);
 		if (items[i].message == NULL) {
 			publish_items_release(items, i);
 			api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
 			return;
 		}
+		items[i].message->expires_ms = message.ttl == REQUEST_PRESENT ? (uint64_t)message.ttl_ms : 0;
 	}
 	status = broker_publish_batch(context->broker, items, count, &failed);
 	publish_items_release(items, count);
@@ -638,6 +682,18 @@ static bool read_fetch(struct api_context *context, const struct request *reques
 #define META_DATA             ",\"data\":"
 #define META_END              "}"
 
+/* The subject message was published to; a message made without one
+ * (only tests make those) was published to the subscription's. */
+static const char *message_subject(const struct broker_message *message, const char *subscribed)
+{
+	return message->subject_length > 0 ? broker_message_subject(message) : subscribed;
+}
+
+static size_t message_subject_length(const struct broker_message *message, size_t subscribed)
+{
+	return message->subject_length > 0 ? message->subject_length : subscribed;
+}
+
 /* Builds the reply to a fetch of subject and id that took batch: the
  * original form, or the meta form (seq, subject, attempt per message).
  * When the reply cannot be built the messages go back to the queue. */
@@ -657,7 +713,8 @@ static void reply_fetched(struct api_context *context, const char *subject, size
 		if (meta) {
 			builder_count(&builder, sizeof(META_SEQ META_SUBJECT META_ATTEMPT META_DATA META_END) - 1);
 			builder_count_number(&builder, batch->messages[i]->seq);
-			builder_count_string(&builder, subject, subject_length);
+			builder_count_string(&builder, message_subject(batch->messages[i], subject),
+			                     message_subject_length(batch->messages[i], subject_length));
 			builder_count_number(&builder, batch->attempts ? batch->attempts[i] : 1);
 		}
 	}
@@ -683,7 +740,8 @@ static void reply_fetched(struct api_context *context, const char *subject, size
 			builder_put_text(&builder, META_SEQ);
 			builder_put_number(&builder, batch->messages[i]->seq);
 			builder_put_text(&builder, META_SUBJECT);
-			builder_put_string(&builder, subject, subject_length);
+			builder_put_string(&builder, message_subject(batch->messages[i], subject),
+			                   message_subject_length(batch->messages[i], subject_length));
 			builder_put_text(&builder, META_ATTEMPT);
 			builder_put_number(&builder, batch->attempts ? batch->attempts[i] : 1);
 			builder_put_text(&builder, META_DATA);

@@ -123,11 +123,21 @@ bool broker_subject_valid(const char *subject, size_t length, size_t max_length)
 			if (subject[i + 1] == '.')
 				return false;
 			break;
+		case '>':
+			/* The wildcard for the rest: the last token only. */
+			if ((i == 0 || subject[i - 1] == '.') && i + 1 < length && subject[i + 1] == '.')
+				return false;
+			break;
 		default:
 			break;
 		}
 	}
 	return true;
+}
+
+bool broker_subject_literal(const char *subject, size_t length)
+{
+	return !wildcard_is_pattern(subject, length);
 }
 
 bool broker_group_valid(const char *name, size_t length)
@@ -173,9 +183,30 @@ static struct broker_subject *broker_subject_new(const char *name, size_t length
 		return NULL;
 	*subject = (struct broker_subject){0};
 	subject->name_length = length;
+	subject->pattern = wildcard_is_pattern(name, length);
 	memcpy(subject->name, name, length);
 	subject->name[length] = '\0';
 	return subject;
+}
+
+/* Lists a new subject; a pattern goes into the wildcard tree as well.
+ * Returns 0, or -1 when out of memory (nothing listed).  Lock held. */
+static int subject_insert(struct broker *broker, struct broker_subject *subject, uint64_t hash)
+{
+	if (subject->pattern && wildcard_insert(&broker->wildcards, subject->name, subject->name_length,
+	                                        subject) != 0)
+		return -1;
+	hash_table_insert(&broker->subjects, &subject->node, hash);
+	return 0;
+}
+
+/* Unlists and frees a subject without subscribers.  Lock held. */
+static void subject_free(struct broker *broker, struct broker_subject *subject)
+{
+	if (subject->pattern)
+		wildcard_remove(&broker->wildcards, subject->name, subject->name_length);
+	hash_table_remove(&broker->subjects, &subject->node);
+	free(subject);
 }
 
 static void subject_link_queue(struct broker_subject *subject, struct queue *queue)
@@ -217,8 +248,10 @@ struct broker *broker_new(const struct broker_limits *limits)
 		goto fail_subjects;
 	if (hash_table_init(&broker->groups) != 0)
 		goto fail_subscribers;
-	if (pthread_mutex_init(&broker->lock, NULL) != 0)
+	if (wildcard_tree_init(&broker->wildcards) != 0)
 		goto fail_groups;
+	if (pthread_mutex_init(&broker->lock, NULL) != 0)
+		goto fail_wildcards;
 	if (pthread_condattr_init(&attributes) != 0)
 		goto fail_lock;
 	pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
@@ -234,10 +267,14 @@ struct broker *broker_new(const struct broker_limits *limits)
 	broker->allocate = broker_default_realloc;
 	broker->delivery_timers = (struct timer_heap)TIMER_HEAP_INIT(struct delivery, deadline_ms, timer_index);
 	broker->waiter_timers = (struct timer_heap)TIMER_HEAP_INIT(struct broker_waiter, deadline_ms, timer_index);
+	broker->expiry_timers = (struct timer_heap)TIMER_HEAP_INIT(struct queue, expiry_check_ms,
+	                                                           expiry_timer_index);
 	return broker;
 
 fail_lock:
 	pthread_mutex_destroy(&broker->lock);
+fail_wildcards:
+	wildcard_tree_destroy(&broker->wildcards);
 fail_groups:
 	hash_table_destroy(&broker->groups);
 fail_subscribers:
@@ -298,6 +335,7 @@ static void broker_discard_delivery(struct delivery *delivery, void *context)
  * is left empty and unlinked from nothing.  Lock held. */
 static void queue_discard(struct broker *broker, struct queue *queue)
 {
+	broker_expiry_forget(broker, queue);
 	broker->stats.pending -= queue->held;
 	broker->stats.pending_bytes -= queue->held_bytes;
 	broker->stats.in_flight -= queue->in_flight;
@@ -370,10 +408,8 @@ uint64_t broker_remove_subscriber(struct broker *broker, struct broker_subscribe
 		subject_unlink_queue(subject, &subscriber->own);
 		queue_discard(broker, &subscriber->own);
 	}
-	if (--subject->subscriber_count == 0) {
-		hash_table_remove(&broker->subjects, &subject->node);
-		free(subject);
-	}
+	if (--subject->subscriber_count == 0)
+		subject_free(broker, subject);
 	free(subscriber);
 	return freed;
 }
@@ -391,6 +427,8 @@ void broker_free(struct broker *broker)
 	pthread_mutex_unlock(&broker->lock);
 	timer_heap_free(&broker->delivery_timers);
 	timer_heap_free(&broker->waiter_timers);
+	timer_heap_free(&broker->expiry_timers);
+	wildcard_tree_destroy(&broker->wildcards);
 	hash_table_destroy(&broker->groups);
 	hash_table_destroy(&broker->subscribers);
 	hash_table_destroy(&broker->subjects);
@@ -487,10 +525,8 @@ enum broker_status broker_subscribe(struct broker *broker,
 /* Drops a subject made for a subscribe that was then refused.  Lock held. */
 static void subject_drop_unused(struct broker *broker, struct broker_subject *subject)
 {
-	if (subject->subscriber_count == 0) {
-		hash_table_remove(&broker->subjects, &subject->node);
-		free(subject);
-	}
+	if (subject->subscriber_count == 0)
+		subject_free(broker, subject);
 }
 
 enum broker_status broker_subscribe_as(struct broker *broker,
@@ -549,7 +585,14 @@ enum broker_status broker_subscribe_as(struct broker *broker,
 	while (!(node = hash_table_find(&broker->subjects, subject_hash, subject_name,
 	                                subject_length, broker_subject_match))) {
 		if (spare) {
-			hash_table_insert(&broker->subjects, &spare->node, subject_hash);
+			if (subject_insert(broker, spare, subject_hash) != 0) {
+				pthread_mutex_unlock(&broker->lock);
+				ack_options_free(ack);
+				free(spare_group);
+				free(subscriber);
+				free(spare);
+				return BROKER_NO_MEMORY;
+			}
 			spare = NULL;
 			continue;
 		}
@@ -749,6 +792,7 @@ void broker_get_stats(struct broker *broker, struct broker_stats *stats)
 	stats->subscribers = hash_table_count(&broker->subscribers);
 	stats->subjects = hash_table_count(&broker->subjects);
 	stats->groups = hash_table_count(&broker->groups);
+	stats->wildcard_subjects = wildcard_count(&broker->wildcards);
 	pthread_mutex_unlock(&broker->lock);
 }
 

@@ -31,6 +31,7 @@ struct queue_run;
 #define BROKER_ACK_WAIT_MAX_MS 86400000u
 #define BROKER_MAX_DELIVER_MAX 1000000u
 #define BROKER_DELAY_MAX_MS 86400000u
+#define BROKER_TTL_MAX_MS (365ull * 86400000u)
 
 enum broker_status {
 	BROKER_OK = 0,
@@ -52,6 +53,7 @@ struct broker_limits {
 	uint64_t ack_wait_ms;        /* default ack deadline of ack subscriptions */
 	size_t fetch_max_batch;      /* most messages one fetch takes; 0 = no cap */
 	size_t max_parked_fetches;   /* held fetches at once; more are answered at once */
+	uint64_t message_ttl_ms;     /* time to live of a message published without one; 0 = none */
 };
 
 /* Options of a subscription; zeroed = the original at-most-once kind. */
@@ -118,6 +120,8 @@ struct broker_stats {
 	uint64_t overflows;        /* publishes refused with BROKER_OVERFLOW */
 	uint64_t expired_subscribers;
 	uint64_t expired_messages; /* copies freed with an expired subscriber */
+	uint64_t expired_copies;   /* copies removed unfetched when their message's ttl passed */
+	uint64_t wildcard_subjects;  /* subscribed subjects with wildcards */
 	uint64_t in_flight;        /* deliveries waiting for an ack */
 	uint64_t acked;
 	uint64_t nacked;
@@ -143,9 +147,14 @@ void broker_free(struct broker *broker);
 void broker_set_limits(struct broker *broker, const struct broker_limits *limits);
 
 /* True when subject (length bytes, not NUL-terminated) is a valid subject:
- * non-empty, no space/tab/CR/LF/NUL, no empty dot-separated token, and at
- * most max_length bytes (0 = no length limit). */
+ * non-empty, no space/tab/CR/LF/NUL, no empty dot-separated token, a ">"
+ * token only last, and at most max_length bytes (0 = no length limit). */
 bool broker_subject_valid(const char *subject, size_t length, size_t max_length);
+
+/* True when a valid subject has no wildcard token ("*", or ">" last):
+ * one that can be published to.  A subscription's subject may have them:
+ * "*" stands for any one token, ">" for one or more. */
+bool broker_subject_literal(const char *subject, size_t length);
 
 /* True when name is a valid group name: 1-64 letters, digits, - or _. */
 bool broker_group_valid(const char *name, size_t length);

@@ -14,12 +14,14 @@
 #include "delivery.h"
 #include "hash.h"
 #include "queue.h"
+#include "wildcard.h"
 
 struct broker_subject {
 	struct hash_node node;                    /* in broker->subjects */
 	struct queue *queues;                     /* via queue->subject_next/prev */
 	size_t queue_count;
 	size_t subscriber_count;
+	bool pattern;                             /* has wildcards: also in broker->wildcards */
 	size_t name_length;
 	char name[];                              /* NUL-terminated as well */
 };
@@ -50,7 +52,8 @@ struct journal;
 struct broker {
 	pthread_mutex_t lock;
 	struct journal *journal;     /* NULL: nothing is recorded */
-	struct hash_table subjects;
+	struct hash_table subjects;  /* every subscribed subject, patterns too */
+	struct wildcard_tree wildcards;  /* the patterns among them */
 	struct hash_table subscribers;
 	struct hash_table groups;
 	struct broker_subscriber *idle_head, *idle_tail;
@@ -61,6 +64,7 @@ struct broker {
 	struct broker_stats stats;   /* subscribers, subjects, groups come from the tables */
 	struct timer_heap delivery_timers;
 	struct timer_heap waiter_timers;
+	struct timer_heap expiry_timers;   /* queues by expiry_check_ms */
 	struct broker_waiter *wake_list;   /* to wake once the lock is released */
 	/* The timer thread. */
 	pthread_cond_t timer_cond;
@@ -113,11 +117,48 @@ struct broker_subscriber *broker_lock_subscriber(struct broker *broker,
 
 /* publish.c */
 
-/* Queues message on every queue of subject, all or nothing. */
-enum broker_status broker_publish_locked(struct broker *broker, struct broker_subject *subject,
+/* Publishes message to subject_name (literal, valid) with the lock held:
+ * a copy on every queue of the subject and of the patterns matching it,
+ * all or nothing. */
+enum broker_status broker_publish_locked(struct broker *broker, const char *subject_name,
+                                         size_t subject_length, uint64_t subject_hash,
                                          struct broker_message *message);
 
+/* Calls visit for every queue a publish to subject (literal and valid)
+ * reaches now, until it returns non-zero.  Returns 0, visit's result, or
+ * -1 when out of memory.  Lock held. */
+int broker_publish_queues(struct broker *broker, const char *subject, size_t length,
+                          int (*visit)(struct queue *queue, void *context), void *context);
+
+/* expiry.c */
+
+/* Notes that a copy of message now waits in queue (fresh, given back or
+ * queued for retry), so that it is swept when it expires. */
+void broker_expiry_note(struct broker *broker, struct queue *queue, const struct broker_message *message);
+/* As broker_expiry_note(), for a copy just pushed to the fresh ring. */
+void broker_expiry_note_fresh(struct broker *broker, struct queue *queue, const struct broker_message *message);
+/* Removes every waiting copy of queue whose deadline has passed.  Returns
+ * how many. */
+size_t broker_expiry_sweep(struct broker *broker, struct queue *queue, uint64_t now);
+/* Sweeps queue first when one of its waiting copies may have expired. */
+static inline void broker_expiry_due(struct broker *broker, struct queue *queue, uint64_t now)
+{
+	if (queue->next_expiry != 0 && queue->next_expiry <= now)
+		broker_expiry_sweep(broker, queue, now);
+}
+/* Sweeps the queues whose check time has come; returns the ms until the
+ * next one, or UINT64_MAX. */
+uint64_t broker_expiry_run(struct broker *broker, uint64_t now);
+/* Takes queue out of the sweep's heap (it is being freed). */
+void broker_expiry_forget(struct broker *broker, struct queue *queue);
+/* The deadline on the broker's clock of a message accepted now with
+ * ttl_ms (0: the default of the limits; 0 there too: never). */
+uint64_t broker_expiry_deadline(const struct broker *broker, uint64_t ttl_ms, uint64_t now);
+
 /* consume.c */
+
+/* Frees a delivery and its copy, wherever it is. */
+void broker_delivery_remove(struct broker *broker, struct queue *queue, struct delivery *delivery);
 
 /* Puts an in-flight or delayed delivery back in its queue's retry list
  * and, when serve, hands it to a waiter. */
@@ -137,8 +178,8 @@ bool durable_subscribe(struct broker *broker, const char *id, const struct broke
                        const char *group, size_t group_length, const struct queue_ack_options *ack);
 void durable_unsubscribe(struct broker *broker, const char *id);
 /* messages[i] is at (char *)messages + i * message_stride. */
-bool durable_publish(struct broker *broker, uint64_t first_seq, struct broker_subject *const *subjects,
-                     struct broker_message *const *messages, size_t message_stride, size_t count);
+bool durable_publish(struct broker *broker, uint64_t first_seq, const struct broker_publish_item *items,
+                     size_t count);
 unsigned char *durable_take_begin(struct broker *broker, const struct queue *queue, size_t count);
 unsigned char *durable_take_put(unsigned char *p, uint64_t seq, uint32_t attempt, bool ack);
 void durable_take_commit(struct broker *broker, const struct queue *queue, size_t count);

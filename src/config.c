@@ -78,6 +78,9 @@ static const struct option_spec option_table[] = {
 	OPTION(max_batch_messages,      KIND_UNSIGNED,  "1000",          1, 1000000,    RELOAD),
 	OPTION(max_batch_bytes,         KIND_UINT64,    "8388608",       1024, 1073741824, RELOAD),
 	OPTION(max_parked_fetches,      KIND_UNSIGNED,  "10000",         0, 10000000,   RELOAD),
+	OPTION(message_ttl_ms,          KIND_UINT64,    "0",             0, 31536000000LL, RELOAD),
+	OPTION(stream_keepalive_s,      KIND_UNSIGNED,  "15",            1, 3600,       RELOAD),
+	OPTION(cors_origin,             KIND_PATH,      "\"\"",          0, 0,          RESTART),
 	OPTION_CHOICE(persistence,      persistence_choices, "\"none\"", RESTART),
 	OPTION(data_dir,                KIND_PATH,      "\"/var/lib/gophermq\"", 0, 0, RESTART),
 	OPTION_CHOICE(fsync,            fsync_choices,  "\"everysec\"",  RELOAD),
@@ -528,9 +531,11 @@ out:
 	return result;
 }
 
-/* Checks what no single option can: the TLS files come as a pair. */
+/* Checks what no single option can: the TLS files come as a pair; and
+ * that cors_origin can be sent as a header value. */
 static int config_validate(struct load_context *load, const struct config *config)
 {
+	const struct option_spec *cors = option_find("cors_origin");
 	const struct option_spec *cert = option_find("tls_cert_file");
 	const struct option_spec *key = option_find("tls_key_file");
 	bool have_cert = config->tls_cert_file[0] != '\0';
@@ -543,6 +548,13 @@ static int config_validate(struct load_context *load, const struct config *confi
 	if (have_key && !have_cert) {
 		load_error(load, load->lines[key - option_table], "tls_key_file: set without tls_cert_file");
 		return -1;
+	}
+	for (const char *c = config->cors_origin; *c; c++) {
+		if ((unsigned char)*c < 0x21 || (unsigned char)*c > 0x7e) {
+			load_error(load, load->lines[cors - option_table],
+			           "cors_origin: not an origin (no spaces or control characters)");
+			return -1;
+		}
 	}
 	return 0;
 }

@@ -40,6 +40,9 @@ struct config {
 	unsigned max_batch_messages;  /* most messages in one batch publish */
 	uint64_t max_batch_bytes;     /* largest batch publish body, bytes */
 	unsigned max_parked_fetches;  /* most fetches held waiting; 0 = none held */
+	uint64_t message_ttl_ms;      /* time to live of a message published without ttl_ms; 0 = none */
+	unsigned stream_keepalive_s;  /* seconds between keepalive comments on a stream */
+	char *cors_origin;            /* Access-Control-Allow-Origin of API replies; "" = none */
 	unsigned persistence;         /* enum config_persistence */
 	char *data_dir;               /* the journal's directory */
 	unsigned fsync;               /* enum journal_fsync */

@@ -17,7 +17,7 @@
 /* --- deliveries -------------------------------------------------------- */
 
 /* Frees a delivery and its copy, wherever it is.  Lock held. */
-static void delivery_remove(struct broker *broker, struct queue *queue, struct delivery *delivery)
+void broker_delivery_remove(struct broker *broker, struct queue *queue, struct delivery *delivery)
 {
 	if (delivery->timer_index != DELIVERY_NO_TIMER) {
 		if (!delivery->delayed) {
@@ -58,6 +58,7 @@ void broker_requeue(struct broker *broker, struct queue *queue, struct delivery 
 	timer_heap_remove(&broker->delivery_timers, delivery);
 	delivery->timer_index = DELIVERY_NO_TIMER;
 	delivery->delayed = 0;
+	broker_expiry_note(broker, queue, delivery->message);
 	if (serve)
 		broker_serve_waiters(broker, queue);
 }
@@ -69,23 +70,20 @@ void broker_requeue(struct broker *broker, struct queue *queue, struct delivery 
 bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struct delivery *delivery)
 {
 	struct queue_ack_options *ack = queue->ack;
-	struct hash_node *node = NULL;
-	struct broker_message *copy = NULL;
+	struct broker_message *copy;
 	enum broker_status status = BROKER_NO_SUBSCRIBER;
 	size_t length = delivery->message->length;
 
-	if (ack->dead_letter_length > 0)
-		node = hash_table_find(&broker->subjects,
-		                       hash_table_hash(&broker->subjects, ack->dead_letter, ack->dead_letter_length),
-		                       ack->dead_letter, ack->dead_letter_length, broker_subject_match);
-	if (node) {
-		copy = broker_message_new(delivery->message->data, length);
+	if (ack->dead_letter_length > 0) {
+		copy = broker_message_new(ack->dead_letter, ack->dead_letter_length, delivery->message->data, length);
 		status = BROKER_NO_MEMORY;
 		if (copy) {
 			/* The dead letter may use the room the original frees. */
 			broker->stats.pending--;
 			broker->stats.pending_bytes -= length;
-			status = broker_publish_locked(broker, hash_entry(node, struct broker_subject, node), copy);
+			status = broker_publish_locked(broker, ack->dead_letter, ack->dead_letter_length,
+			                               hash_table_hash(&broker->subjects, ack->dead_letter,
+			                                               ack->dead_letter_length), copy);
 			broker->stats.pending++;
 			broker->stats.pending_bytes += length;
 			broker_message_release(copy);
@@ -102,7 +100,7 @@ bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struc
 		broker->stats.max_deliver_dropped++;
 	if (broker->journal)
 		durable_settled(broker, queue, &delivery->message->seq, 1);
-	delivery_remove(broker, queue, delivery);
+	broker_delivery_remove(broker, queue, delivery);
 	return true;
 }
 
@@ -343,8 +341,10 @@ static int queue_take(struct broker *broker, struct broker_subscriber *consumer,
                       const struct broker_fetch_options *options, struct broker_batch *batch)
 {
 	struct queue *queue = consumer->queue;
-	size_t count = queue_take_count(broker, queue, options);
+	size_t count;
 
+	broker_expiry_due(broker, queue, broker->clock_ms());
+	count = queue_take_count(broker, queue, options);
 	batch_clear(batch);
 	batch->ack_queue = queue->ack != NULL;
 	if (options->peek)
@@ -378,6 +378,8 @@ static void waiter_complete(struct broker *broker, struct broker_waiter *waiter,
  * Lock held. */
 void broker_serve_waiters(struct broker *broker, struct queue *queue)
 {
+	if (queue->waiters)
+		broker_expiry_due(broker, queue, broker->clock_ms());
 	while (queue->waiters && queue_available(queue) > 0) {
 		struct broker_waiter *waiter = queue->waiters;
 
@@ -427,6 +429,11 @@ static uint64_t broker_run_timers_locked(struct broker *broker)
 		next = delivery->deadline_ms - now;
 	if ((waiter = timer_heap_first(&broker->waiter_timers)) && waiter->deadline_ms - now < next)
 		next = waiter->deadline_ms - now;
+	if (timer_heap_first(&broker->expiry_timers)) {
+		uint64_t expiry = broker_expiry_run(broker, now);
+
+		next = expiry < next ? expiry : next;
+	}
 	return next;
 }
 
@@ -563,6 +570,7 @@ enum broker_status broker_fetch_wait(struct broker *broker,
 	if (timer_heap_first(&broker->delivery_timers))
 		broker_run_timers_locked(broker);
 	broker_touch(broker, subscriber);
+	broker_expiry_due(broker, subscriber->queue, broker->clock_ms());
 	if (wait_ms > 0 && !broker->closing && queue_available(subscriber->queue) == 0 &&
 	    broker->stats.parked < broker->limits.max_parked_fetches &&
 	    timer_heap_reserve(&broker->waiter_timers, 1, broker->allocate) == 0) {
@@ -647,8 +655,10 @@ void broker_batch_give_back(struct broker *broker, const char *id, size_t id_len
 		broker_batch_release(batch);
 		return;
 	}
-	for (size_t i = 0; i < batch->count; i++)
+	for (size_t i = 0; i < batch->count; i++) {
 		bytes += batch->messages[i]->length;
+		broker_expiry_note(broker, queue, batch->messages[i]);
+	}
 	if (broker->journal)
 		durable_returned(broker, queue, batch->messages, batch->count);
 	queue_give_back(queue, batch->run, broker->allocate);
@@ -702,7 +712,7 @@ static enum broker_status broker_settle(struct broker *broker, const char *subje
 				acked[acked_count++] = seqs[i];
 			else if (broker->journal)
 				durable_settled(broker, queue, &seqs[i], 1);
-			delivery_remove(broker, queue, delivery);
+			broker_delivery_remove(broker, queue, delivery);
 			break;
 		case SETTLE_NACK:
 			broker->stats.nacked++;

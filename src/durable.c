@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker_internal.h"
 #include "journal.h"
@@ -60,6 +61,41 @@ static unsigned char *put_bytes(unsigned char *p, const void *data, size_t lengt
 	if (length > 0)
 		memcpy(p, data, length);
 	return p + length;
+}
+
+/* --- deadlines ------------------------------------------------------------- */
+
+/* Message deadlines are on the broker's (monotonic) clock while it runs,
+ * and in the log as wall-clock ms since the epoch, so that they keep
+ * their meaning across a restart; 0 is "never" in both. */
+static uint64_t durable_wall_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+static uint64_t durable_wall_deadline(uint64_t deadline, uint64_t clock_now, uint64_t wall_now)
+{
+	if (deadline == 0)
+		return 0;
+	return deadline > clock_now ? wall_now + (deadline - clock_now) : wall_now;
+}
+
+/* The deadline on the broker's clock, or 0 with *expired set when it has
+ * passed. */
+static uint64_t durable_clock_deadline(uint64_t wall_deadline, uint64_t clock_now, uint64_t wall_now,
+                                       bool *expired)
+{
+	*expired = false;
+	if (wall_deadline == 0)
+		return 0;
+	if (wall_deadline <= wall_now) {
+		*expired = true;
+		return 0;
+	}
+	return clock_now + (wall_deadline - wall_now);
 }
 
 /* What identifies a queue in the log: its subscriber's id, or its group's
@@ -110,30 +146,27 @@ void durable_unsubscribe(struct broker *broker, const char *id)
 	journal_commit(broker->journal, BROKER_ID_LENGTH);
 }
 
-bool durable_publish(struct broker *broker, uint64_t first_seq, struct broker_subject *const *subjects,
-                     struct broker_message *const *messages, size_t message_stride, size_t count)
+bool durable_publish(struct broker *broker, uint64_t first_seq, const struct broker_publish_item *items,
+                     size_t count)
 {
 	size_t size = 8 + 4;
 	unsigned char *start, *p;
+	uint64_t clock_now = broker->clock_ms(), wall_now = durable_wall_ms();
 
-	for (size_t i = 0; i < count; i++) {
-		const struct broker_message *message =
-			*(struct broker_message *const *)(const void *)((const char *)messages + i * message_stride);
-
-		size += 2 + 4 + subjects[i]->name_length + message->length;
-	}
-	start = p = journal_begin(broker->journal, JOURNAL_PUBLISH, size);
+	for (size_t i = 0; i < count; i++)
+		size += 2 + 4 + 8 + items[i].subject_length + items[i].message->length;
+	start = p = journal_begin(broker->journal, JOURNAL_PUBLISH_TTL, size);
 	if (!p)
 		return false;
 	p = put64(p, first_seq);
 	p = put32(p, (uint32_t)count);
 	for (size_t i = 0; i < count; i++) {
-		const struct broker_message *message =
-			*(struct broker_message *const *)(const void *)((const char *)messages + i * message_stride);
+		const struct broker_message *message = items[i].message;
 
-		p = put16(p, (uint16_t)subjects[i]->name_length);
+		p = put16(p, (uint16_t)items[i].subject_length);
 		p = put32(p, message->length);
-		p = put_bytes(p, subjects[i]->name, subjects[i]->name_length);
+		p = put64(p, durable_wall_deadline(message->expires_ms, clock_now, wall_now));
+		p = put_bytes(p, items[i].subject, items[i].subject_length);
 		p = put_bytes(p, message->data, message->length);
 	}
 	journal_commit(broker->journal, (size_t)(p - start));
@@ -181,15 +214,34 @@ void durable_settled(struct broker *broker, const struct queue *queue, const uin
 	journal_commit(broker->journal, (size_t)(p - start));
 }
 
+/* The size of a copy-ttl, and its encoding. */
+static size_t copy_size(const struct broker_message *message)
+{
+	return 8 + 4 + 4 + 8 + 2 + message->subject_length + message->length;
+}
+
+static unsigned char *put_copy(unsigned char *p, const struct broker_message *message, uint32_t held,
+                               uint64_t clock_now, uint64_t wall_now)
+{
+	p = put64(p, message->seq);
+	p = put32(p, held);
+	p = put32(p, message->length);
+	p = put64(p, durable_wall_deadline(message->expires_ms, clock_now, wall_now));
+	p = put16(p, (uint16_t)message->subject_length);
+	p = put_bytes(p, broker_message_subject(message), message->subject_length);
+	return put_bytes(p, message->data, message->length);
+}
+
 void durable_returned(struct broker *broker, const struct queue *queue,
                       struct broker_message *const *messages, size_t count)
 {
 	size_t size = queue_key_size(queue) + 4;
 	unsigned char *start, *p;
+	uint64_t clock_now = broker->clock_ms(), wall_now = durable_wall_ms();
 
 	for (size_t i = 0; i < count; i++)
-		size += 16 + messages[i]->length;
-	start = p = journal_begin(broker->journal, JOURNAL_RETURNED, size);
+		size += copy_size(messages[i]);
+	start = p = journal_begin(broker->journal, JOURNAL_RETURNED_TTL, size);
 	if (!p) {
 		log_warning("journal: %zu message(s) given back could not be recorded; "
 		            "after a restart they count as consumed", count);
@@ -197,12 +249,8 @@ void durable_returned(struct broker *broker, const struct queue *queue,
 	}
 	p = put_queue(p, queue);
 	p = put32(p, (uint32_t)count);
-	for (size_t i = 0; i < count; i++) {
-		p = put64(p, messages[i]->seq);
-		p = put32(p, 0);
-		p = put32(p, messages[i]->length);
-		p = put_bytes(p, messages[i]->data, messages[i]->length);
-	}
+	for (size_t i = 0; i < count; i++)
+		p = put_copy(p, messages[i], 0, clock_now, wall_now);
 	journal_commit(broker->journal, (size_t)(p - start));
 }
 
@@ -258,6 +306,7 @@ struct replay {
 	struct broker *broker;
 	struct replay_messages shared;
 	uint64_t records;
+	uint64_t clock_now, wall_now;     /* when replay began: deadlines are converted with them */
 	void (*progress)(void *context, uint64_t done, uint64_t total);
 	void *context;
 };
@@ -381,7 +430,10 @@ static int replay_append(struct broker *broker, struct queue *queue, struct brok
 		if (queue_ring_reserve(&queue->fresh, 1, broker->allocate) != 0)
 			return -1;
 		queue_ring_push(&queue->fresh, message);
+		broker_expiry_note_fresh(broker, queue, message);
 	}
+	if (queue->ack && delivered)
+		broker_expiry_note(broker, queue, message);
 	broker_message_retain(message);
 	queue->last_seq = message->seq;
 	queue->held++;
@@ -476,38 +528,54 @@ static int replay_unsubscribe(struct replay *replay, struct reader *r)
 	return 0;
 }
 
-static int replay_publish(struct replay *replay, struct reader *r)
+struct replay_copy {
+	struct broker *broker;
+	struct broker_message *message;
+};
+
+static int replay_copy_to(struct queue *queue, void *context)
+{
+	struct replay_copy *copy = context;
+
+	return replay_append(copy->broker, queue, copy->message, 0, false);
+}
+
+static int replay_publish(struct replay *replay, struct reader *r, bool with_ttl)
 {
 	struct broker *broker = replay->broker;
 	uint64_t seq = get(r, 8);
 	size_t count = (size_t)get(r, 4);
-	int result = 0;
 
-	for (size_t i = 0; i < count && result == 0; i++, seq++) {
+	for (size_t i = 0; i < count; i++, seq++) {
 		size_t subject_length = (size_t)get(r, 2), length = (size_t)get(r, 4);
+		uint64_t deadline = with_ttl ? get(r, 8) : 0;
 		const char *subject = get_bytes(r, subject_length), *data = get_bytes(r, length);
 		struct broker_message *message;
-		struct hash_node *node;
+		bool expired;
+		int result;
 
 		if (r->bad)
 			return -1;
-		node = hash_table_find(&broker->subjects, hash_table_hash(&broker->subjects, subject, subject_length),
-		                       subject, subject_length, broker_subject_match);
 		if (seq > broker->stats.last_seq)
 			broker->stats.last_seq = seq;
-		if (!node)
+		deadline = durable_clock_deadline(deadline, replay->clock_now, replay->wall_now, &expired);
+		if (expired)
 			continue;
-		message = broker_message_new(data, length);
+		message = broker_message_new(subject, subject_length, data, length);
 		if (!message)
 			return -1;
 		message->seq = seq;
-		for (struct queue *queue = hash_entry(node, struct broker_subject, node)->queues; queue;
-		     queue = queue->subject_next)
-			if (replay_append(broker, queue, message, 0, false) != 0)
-				result = -1;
+		message->expires_ms = deadline;
+		{
+			struct replay_copy copy = { broker, message };
+
+			result = broker_publish_queues(broker, subject, subject_length, replay_copy_to, &copy);
+		}
 		broker_message_release(message);
+		if (result != 0)
+			return -1;
 	}
-	return result;
+	return 0;
 }
 
 static int replay_entries(struct replay *replay, struct reader *r, enum journal_record_type type)
@@ -534,31 +602,46 @@ static int replay_entries(struct replay *replay, struct reader *r, enum journal_
 				return -1;
 			break;
 		case JOURNAL_RETURNED:
-		case JOURNAL_HOLD: {
+		case JOURNAL_HOLD:
+		case JOURNAL_RETURNED_TTL:
+		case JOURNAL_HOLD_TTL: {
+			bool with_ttl = type == JOURNAL_RETURNED_TTL || type == JOURNAL_HOLD_TTL;
+			bool returned = type == JOURNAL_RETURNED || type == JOURNAL_RETURNED_TTL;
 			uint32_t held = (uint32_t)get(r, 4);
 			size_t length = (size_t)get(r, 4);
+			uint64_t deadline = with_ttl ? get(r, 8) : 0;
+			size_t subject_length = with_ttl ? (size_t)get(r, 2) : 0;
+			const char *subject = get_bytes(r, subject_length);
 			const char *data = get_bytes(r, length);
 			struct broker_message *message;
+			bool expired;
 			int result = 0;
 
 			if (r->bad)
 				return -1;
-			if (type == JOURNAL_RETURNED)
+			if (returned)
 				held = 0;
-			if (!queue)
+			deadline = durable_clock_deadline(deadline, replay->clock_now, replay->wall_now, &expired);
+			if (!queue || expired)
 				break;
+			if (!with_ttl) {
+				/* Written before wildcards: the queue's own subject. */
+				subject = queue->subject->name;
+				subject_length = queue->subject->name_length;
+			}
 			message = shared_find(&replay->shared, seq);
 			if (message) {
 				broker_message_retain(message);
 			} else {
-				message = broker_message_new(data, length);
+				message = broker_message_new(subject, subject_length, data, length);
 				if (!message)
 					return -1;
 				message->seq = seq;
-				if (type == JOURNAL_HOLD && shared_add(&replay->shared, message) != 0)
+				message->expires_ms = deadline;
+				if (!returned && shared_add(&replay->shared, message) != 0)
 					result = -1;
 			}
-			if (type == JOURNAL_RETURNED) {
+			if (returned) {
 				/* Back in front, as the give-back put it. */
 				struct queue_run *run = queue_run_new(1, broker->allocate);
 
@@ -573,6 +656,7 @@ static int replay_entries(struct replay *replay, struct reader *r, enum journal_
 					queue->held_bytes += message->length;
 					broker->stats.pending++;
 					broker->stats.pending_bytes += message->length;
+					broker_expiry_note(broker, queue, message);
 				}
 			} else if (replay_append(broker, queue, message, held & 0x7fffffffu, held >> 31) != 0) {
 				result = -1;
@@ -619,13 +703,16 @@ static int replay_record(void *context, enum journal_record_type type,
 	pthread_mutex_lock(&replay->broker->lock);
 	switch (type) {
 	case JOURNAL_PUBLISH:
-		result = replay_publish(replay, &r);
+	case JOURNAL_PUBLISH_TTL:
+		result = replay_publish(replay, &r, type == JOURNAL_PUBLISH_TTL);
 		break;
 	case JOURNAL_CONSUMED:
 	case JOURNAL_DELIVERED:
 	case JOURNAL_SETTLED:
 	case JOURNAL_RETURNED:
 	case JOURNAL_HOLD:
+	case JOURNAL_RETURNED_TTL:
+	case JOURNAL_HOLD_TTL:
 		result = replay_entries(replay, &r, type);
 		break;
 	default:
@@ -641,7 +728,8 @@ int broker_replay(struct broker *broker, struct journal *journal,
                   void (*progress)(void *context, uint64_t done, uint64_t total), void *context,
                   char *error, size_t error_size)
 {
-	struct replay replay = { broker, { NULL, 0, 0 }, 0, progress, context };
+	struct replay replay = { broker, { NULL, 0, 0 }, 0, broker->clock_ms(), durable_wall_ms(),
+	                         progress, context };
 	struct journal *saved = broker->journal;
 	int result;
 
@@ -677,8 +765,10 @@ static int held_copy_compare(const void *a, const void *b)
  * record, at most SNAPSHOT_CHUNK of them and about SNAPSHOT_CHUNK_BYTES
  * of data (at least one), and advances *after.  Returns 1 when there may
  * be more, 0 when done, -1 on an error.  Lock held. */
-static int snapshot_queue_chunk(struct journal *journal, const struct queue *queue, uint64_t *after)
+static int snapshot_queue_chunk(struct broker *broker, struct journal *journal, const struct queue *queue,
+                                uint64_t *after)
 {
+	uint64_t clock_now = broker->clock_ms(), wall_now = durable_wall_ms();
 	struct held_copy *copies;
 	size_t count = 0, capacity = SNAPSHOT_CHUNK + queue->deliveries.count + queue->returned_count;
 	size_t size = queue_key_size(queue) + 4, lo = 0, hi = queue->fresh.count, taken, data = 0;
@@ -694,7 +784,7 @@ static int snapshot_queue_chunk(struct journal *journal, const struct queue *que
 			if (d->message->seq > *after)
 				copies[count++] = (struct held_copy){ d->message, d->attempt | 0x80000000u };
 	for (struct queue_run *run = queue->returned; run; run = run->next)
-		for (size_t i = run->head; i < run->count; i++)
+		for (size_t i = run->head; i < run->head + run->count; i++)
 			if (run->messages[i]->seq > *after)
 				copies[count++] = (struct held_copy){ run->messages[i], 0 };
 	/* Only those need sorting: the ring is in seq order already. */
@@ -719,21 +809,17 @@ static int snapshot_queue_chunk(struct journal *journal, const struct queue *que
 		if (taken > 0 && data + copies[taken].message->length > SNAPSHOT_CHUNK_BYTES)
 			break;
 		data += copies[taken].message->length;
-		size += 16 + copies[taken].message->length;
+		size += copy_size(copies[taken].message);
 	}
-	start = p = journal_snapshot_begin(journal, JOURNAL_HOLD, size);
+	start = p = journal_snapshot_begin(journal, JOURNAL_HOLD_TTL, size);
 	if (!p) {
 		free(copies);
 		return -1;
 	}
 	p = put_queue(p, queue);
 	p = put32(p, (uint32_t)taken);
-	for (size_t i = 0; i < taken; i++) {
-		p = put64(p, copies[i].message->seq);
-		p = put32(p, copies[i].held);
-		p = put32(p, copies[i].message->length);
-		p = put_bytes(p, copies[i].message->data, copies[i].message->length);
-	}
+	for (size_t i = 0; i < taken; i++)
+		p = put_copy(p, copies[i].message, copies[i].held, clock_now, wall_now);
 	journal_snapshot_commit(journal, (size_t)(p - start));
 	*after = copies[taken - 1].message->seq;
 	free(copies);
@@ -854,7 +940,7 @@ int broker_compact(struct broker *broker, struct journal *journal)
 
 			pthread_mutex_lock(&broker->lock);
 			queue = replay_queue(broker, key + 2, length);
-			more = queue ? snapshot_queue_chunk(journal, queue, &after) : 0;
+			more = queue ? snapshot_queue_chunk(broker, journal, queue, &after) : 0;
 			pthread_mutex_unlock(&broker->lock);
 			if (more < 0 || journal_snapshot_flush(journal) != 0) {
 				result = -1;

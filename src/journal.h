@@ -33,9 +33,17 @@
  *   RETURNED     queue | u32 count | count x copy     (a fetch's reply was not sent)
  *   HOLD         queue | u32 count | count x copy     (snapshot: what a queue holds)
  *   SEQ          u64 last seq                         (snapshot)
+ *   PUBLISH_TTL  as PUBLISH, each message u16 subject | u32 length |
+ *                u64 deadline | subject | data
+ *   RETURNED_TTL, HOLD_TTL  as RETURNED and HOLD, with copy-ttl
  * where queue = u16 length | key: a subscriber id, or "subject\0group\0"
  * for a group's queue; copy = u64 seq | u32 held | u32 length | data, held
- * being the attempts so far, with bit 31 set for an ack queue's delivery.
+ * being the attempts so far, with bit 31 set for an ack queue's delivery;
+ * copy-ttl = u64 seq | u32 held | u32 length | u64 deadline | u16 subject |
+ * subject | data, the subject the message was published to and its
+ * deadline in wall-clock ms since the epoch (0 = never).  This version
+ * writes the _TTL forms; the older three are still read (their message's
+ * subject is the queue's).
  */
 #ifndef GOPHERMQ_JOURNAL_H
 #define GOPHERMQ_JOURNAL_H
@@ -60,6 +68,9 @@ enum journal_record_type {
 	JOURNAL_RETURNED,
 	JOURNAL_HOLD,
 	JOURNAL_SEQ,
+	JOURNAL_PUBLISH_TTL,
+	JOURNAL_RETURNED_TTL,
+	JOURNAL_HOLD_TTL,
 };
 
 enum journal_fsync {

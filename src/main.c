@@ -199,6 +199,7 @@ static void broker_limits_from_config(const struct config *config, struct broker
 	limits->ack_wait_ms = config->ack_wait_ms;
 	limits->fetch_max_batch = config->fetch_max_batch;
 	limits->max_parked_fetches = config->max_parked_fetches;
+	limits->message_ttl_ms = config->message_ttl_ms;
 }
 
 /* The API's reloadable limits. */

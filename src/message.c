@@ -2,6 +2,7 @@
 #include "autoconfig.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,9 +14,9 @@
  * two looks. */
 static uint64_t message_bytes, message_bytes_peak;
 
-static size_t message_size(size_t length)
+static size_t message_size(const struct broker_message *message)
 {
-	return sizeof(struct broker_message) + length + 1;
+	return offsetof(struct broker_message, data) + message->length + 1 + message->subject_length + 1;
 }
 
 void broker_message_memory(uint64_t *held, uint64_t *peak)
@@ -30,26 +31,33 @@ void broker_message_memory_mark(void)
 	                 __ATOMIC_RELAXED);
 }
 
-struct broker_message *broker_message_new(const char *data, size_t length)
+struct broker_message *broker_message_new(const char *subject, size_t subject_length,
+                                          const char *data, size_t length)
 {
 	struct broker_message *message;
 
-	if (length > UINT32_MAX)
+	if (length > UINT32_MAX || subject_length > UINT32_MAX ||
+	    length + subject_length > SIZE_MAX - offsetof(struct broker_message, data) - 2)
 		return NULL;
-	message = malloc(message_size(length));
+	message = malloc(offsetof(struct broker_message, data) + length + subject_length + 2);
 	if (!message)
 		return NULL;
-	uint64_t held = __atomic_add_fetch(&message_bytes, message_size(length), __ATOMIC_RELAXED);
+	message->length = (uint32_t)length;
+	message->subject_length = (uint32_t)subject_length;
+	uint64_t held = __atomic_add_fetch(&message_bytes, message_size(message), __ATOMIC_RELAXED);
 	uint64_t peak = __atomic_load_n(&message_bytes_peak, __ATOMIC_RELAXED);
 	while (held > peak && !__atomic_compare_exchange_n(&message_bytes_peak, &peak, held, true,
 	                                                   __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 	message->refcount = 1;
-	message->length = (uint32_t)length;
 	message->seq = 0;
+	message->expires_ms = 0;
 	if (length > 0)
 		memcpy(message->data, data, length);
 	message->data[length] = '\0';
+	if (subject_length > 0)
+		memcpy(message->data + length + 1, subject, subject_length);
+	message->data[length + 1 + subject_length] = '\0';
 	return message;
 }
 
@@ -61,7 +69,7 @@ void broker_message_retain(struct broker_message *message)
 void broker_message_release(struct broker_message *message)
 {
 	if (message && __atomic_sub_fetch(&message->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
-		__atomic_sub_fetch(&message_bytes, message_size(message->length), __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&message_bytes, message_size(message), __ATOMIC_RELAXED);
 		free(message);
 	}
 }

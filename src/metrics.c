@@ -318,6 +318,11 @@ size_t metrics_render(const struct metrics_snapshot *snapshot, char **result)
 	             "Fetches held waiting for a message (wait_ms).", broker->parked);
 	render_value(&text, "gophermq_groups", "gauge",
 	             "Consumer groups.", broker->groups);
+	render_value(&text, "gophermq_messages_ttl_expired_total", "counter",
+	             "Message copies removed unfetched because their message's ttl passed.",
+	             broker->expired_copies);
+	render_value(&text, "gophermq_wildcard_subscriptions", "gauge",
+	             "Subscribed subjects with wildcards (* or >).", broker->wildcard_subjects);
 	render_batches(&text);
 	render_value(&text, "gophermq_async_queue_depth", "gauge",
 	             "Async publishes waiting for a worker.", snapshot->async_queue_depth);

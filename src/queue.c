@@ -93,6 +93,28 @@ void queue_ring_clear(struct queue_ring *ring)
 	*ring = (struct queue_ring){0};
 }
 
+size_t queue_ring_remove_if(struct queue_ring *ring,
+                            bool (*drop)(struct broker_message *message, void *context), void *context)
+{
+	size_t kept = 0, count = ring->count;
+
+	for (size_t i = 0; i < count; i++) {
+		struct broker_message *message = queue_ring_at(ring, i);
+
+		if (drop(message, context))
+			continue;
+		if (ring->capacity == 0)
+			ring->single = message;
+		else
+			ring->slots[(ring->head + kept) & (ring->capacity - 1)] = message;
+		kept++;
+	}
+	ring->count = kept;
+	if (kept == 0)
+		ring->head = 0;
+	return count - kept;
+}
+
 /* --- returned messages ------------------------------------------------- */
 
 struct queue_run *queue_run_new(size_t count, queue_realloc_fn *allocate)
@@ -180,6 +202,31 @@ void queue_returned_clear(struct queue *queue)
 		broker_message_release(queue_returned_pop(queue));
 }
 
+size_t queue_returned_remove_if(struct queue *queue,
+                                bool (*drop)(struct broker_message *message, void *context), void *context)
+{
+	size_t removed = 0;
+
+	for (struct queue_run **link = &queue->returned; *link;) {
+		struct queue_run *run = *link;
+		size_t kept = 0;
+
+		for (size_t i = run->head; i < run->head + run->count; i++)
+			if (!drop(run->messages[i], context))
+				run->messages[run->head + kept++] = run->messages[i];
+		removed += run->count - kept;
+		run->count = kept;
+		if (kept == 0) {
+			*link = run->next;
+			free(run);
+		} else {
+			link = &run->next;
+		}
+	}
+	queue->returned_count -= removed;
+	return removed;
+}
+
 /* --- retry list -------------------------------------------------------- */
 
 /* Where seq is or would go among the count queued deliveries of retry. */
@@ -247,6 +294,21 @@ void queue_retry_remove(struct queue *queue, struct delivery *delivery)
 	queue->retry_count--;
 	if (queue->retry_count == 0)
 		queue->retry_head = 0;
+}
+
+size_t queue_retry_remove_if(struct queue *queue, bool (*drop)(struct delivery *delivery, void *context),
+                             void *context)
+{
+	struct delivery **retry = queue->retry + queue->retry_head;
+	size_t kept = 0, count = queue->retry_count;
+
+	for (size_t i = 0; i < count; i++)
+		if (!drop(retry[i], context))
+			retry[kept++] = retry[i];
+	queue->retry_count = kept;
+	if (kept == 0)
+		queue->retry_head = 0;
+	return count - kept;
 }
 
 /* --- availability ------------------------------------------------------ */

@@ -79,6 +79,16 @@ struct queue {
 	struct delivery_table deliveries;     /* every delivery, by seq */
 	uint64_t in_flight;                   /* deliveries in flight */
 
+	/* Per-message expiry (expiry.c).  Copies waiting here (not those in
+	 * flight or delayed) whose deadline has passed are removed before
+	 * any fetch and by a sweep at expiry_check_ms. */
+	uint64_t next_expiry;                 /* no waiting copy expires before; 0 = none expires */
+	uint64_t last_expiry;                 /* of the newest fresh copy; 0 = never */
+	uint64_t expiry_check_ms;             /* when the sweep looks next */
+	uint32_t expiry_timer_index;          /* in the broker's expiry_timers, when listed */
+	bool expiry_listed;
+	bool expiry_unordered;                /* fresh copies do not expire in ring order */
+
 	/* Its name in the journal: the subscriber's id or the group's key. */
 	const char *key;
 	size_t key_length;
@@ -109,6 +119,11 @@ void queue_ring_trim(struct queue_ring *ring);
 /* Drops every reference and frees the slots. */
 void queue_ring_clear(struct queue_ring *ring);
 
+/* Removes the messages for which drop() returns true (drop() takes their
+ * reference), keeping the others in order.  Returns how many it removed. */
+size_t queue_ring_remove_if(struct queue_ring *ring,
+                            bool (*drop)(struct broker_message *message, void *context), void *context);
+
 /* --- returned messages (at-most-once) ------------------------------------ */
 
 /* An empty run with room for count messages, or NULL. */
@@ -127,6 +142,10 @@ struct broker_message *queue_returned_pop(struct queue *queue);
 /* Drops every returned message. */
 void queue_returned_clear(struct queue *queue);
 
+/* As queue_ring_remove_if(), for the returned messages. */
+size_t queue_returned_remove_if(struct queue *queue,
+                                bool (*drop)(struct broker_message *message, void *context), void *context);
+
 /* --- retry list (ack queues) ----------------------------------------------- */
 
 /* Inserts delivery in seq order.  Returns 0, or -1 when the list cannot
@@ -135,6 +154,12 @@ int queue_retry_insert(struct queue *queue, struct delivery *delivery, queue_rea
 
 /* Removes delivery from the retry list, wherever it is. */
 void queue_retry_remove(struct queue *queue, struct delivery *delivery);
+
+/* Removes the queued deliveries for which drop() returns true from the
+ * retry list (drop() disposes of them), keeping the others in order.
+ * Returns how many it removed. */
+size_t queue_retry_remove_if(struct queue *queue, bool (*drop)(struct delivery *delivery, void *context),
+                             void *context);
 
 /* --- order of availability --------------------------------------------- */
 

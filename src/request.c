@@ -388,11 +388,20 @@ bool request_array_message(const struct request *request, const char *name, size
 
 	element = request_member(request, name, &array) ? json_object_array_get_idx(array, index) : NULL;
 
+	struct json_object *ttl;
+
 	message->subject = message->data = "";
 	message->subject_length = message->data_length = 0;
-	return element != NULL && json_object_is_type(element, json_type_object)
-	       && tree_string(element, "subject", &message->subject, &message->subject_length)
-	       && tree_string(element, "data", &message->data, &message->data_length);
+	message->ttl = REQUEST_ABSENT;
+	message->ttl_ms = 0;
+	if (element == NULL || !json_object_is_type(element, json_type_object)
+	    || !tree_string(element, "subject", &message->subject, &message->subject_length)
+	    || !tree_string(element, "data", &message->data, &message->data_length))
+		return false;
+	if (json_object_object_get_ex(element, "ttl_ms", &ttl))
+		message->ttl = tree_integer(ttl, 1, INT64_MAX, &message->ttl_ms)
+		               ? REQUEST_PRESENT : REQUEST_INVALID;
+	return true;
 }
 
 void request_release(struct request *request)

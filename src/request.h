@@ -67,9 +67,12 @@ struct request_message {
 	size_t subject_length;
 	const char *data;
 	size_t data_length;
+	enum request_field ttl;      /* its "ttl_ms" member */
+	int64_t ttl_ms;              /* when present: a positive integer */
 };
 
-/* Element index of array name as a message; false when it is not one. */
+/* Element index of array name as a message; false when it is not one (a
+ * ttl_ms out of range is a message, with ttl REQUEST_INVALID). */
 bool request_array_message(const struct request *request, const char *name, size_t index,
                            struct request_message *message);
 

@@ -42,7 +42,7 @@ static void subscribe(struct broker *broker, const char *subject, char id[BROKER
 
 static enum broker_status publish(struct broker *broker, const char *subject, const char *data)
 {
-	struct broker_message *message = broker_message_new(data, strlen(data));
+	struct broker_message *message = broker_message_new(NULL, 0, data, strlen(data));
 	enum broker_status status;
 
 	ck_assert_ptr_nonnull(message);
@@ -284,7 +284,7 @@ START_TEST(test_publish_fans_out_one_shared_payload)
 	struct broker *broker = new_broker(0, 0);
 	char ids[SUBSCRIBERS][BROKER_ID_LENGTH + 1];
 	struct broker_batch batches[SUBSCRIBERS];
-	struct broker_message *message = broker_message_new(S("shared payload"));
+	struct broker_message *message = broker_message_new(NULL, 0, S("shared payload"));
 
 	for (int i = 0; i < SUBSCRIBERS; i++)
 		subscribe(broker, "news", ids[i]);
@@ -392,7 +392,7 @@ START_TEST(test_payload_with_nul_bytes_round_trips_by_length)
 {
 	static const char payload[] = "a\0b\0\0c\"\n\\u0000";
 	struct broker *broker = new_broker(0, 0);
-	struct broker_message *message = broker_message_new(payload, sizeof(payload));
+	struct broker_message *message = broker_message_new(NULL, 0, payload, sizeof(payload));
 	char id[BROKER_ID_LENGTH + 1];
 	struct broker_batch batch;
 
@@ -432,7 +432,7 @@ START_TEST(test_count_limit_refuses_whole_publish_without_room_for_every_copy)
 {
 	struct broker *broker = new_broker(2, 0);
 	char ids[3][BROKER_ID_LENGTH + 1];
-	struct broker_message *message = broker_message_new(S("x"));
+	struct broker_message *message = broker_message_new(NULL, 0, S("x"));
 
 	for (int i = 0; i < 3; i++)
 		subscribe(broker, "three", ids[i]);
@@ -503,7 +503,7 @@ START_TEST(test_message_memory_follows_the_last_reference)
 	broker_message_memory_mark();
 	broker_message_memory(&before, &peak);
 	ck_assert_uint_eq(peak, before);
-	message = broker_message_new("0123456789", 10);
+	message = broker_message_new(NULL, 0, "0123456789", 10);
 	ck_assert_ptr_nonnull(message);
 	broker_message_memory(&held, &peak);
 	ck_assert_uint_ge(held - before, 10);
@@ -559,8 +559,8 @@ START_TEST(test_publish_queues_nothing_when_a_queue_cannot_grow)
 {
 	struct broker *broker = new_broker(0, 0);
 	char ids[3][BROKER_ID_LENGTH + 1];
-	struct broker_message *first = broker_message_new(S("first"));
-	struct broker_message *second = broker_message_new(S("second"));
+	struct broker_message *first = broker_message_new(NULL, 0, S("first"));
+	struct broker_message *second = broker_message_new(NULL, 0, S("second"));
 
 	for (int i = 0; i < 3; i++)
 		subscribe(broker, "grow", ids[i]);
@@ -626,7 +626,7 @@ START_TEST(test_expiry_removes_idle_subscribers_and_frees_their_messages)
 {
 	struct broker *broker = new_broker(0, 0);
 	char idle1[BROKER_ID_LENGTH + 1], idle2[BROKER_ID_LENGTH + 1], active[BROKER_ID_LENGTH + 1];
-	struct broker_message *message = broker_message_new(S("payload"));
+	struct broker_message *message = broker_message_new(NULL, 0, S("payload"));
 	struct broker_stats stats;
 
 	subscribe(broker, "topic", idle1);
@@ -814,7 +814,7 @@ static void *thread_publish(void *data)
 	for (int i = 0; i < THREAD_MESSAGES; i++) {
 		char text[32];
 		int length = snprintf(text, sizeof(text), "%d:%d", arg->index, i);
-		struct broker_message *message = broker_message_new(text, (size_t)length);
+		struct broker_message *message = broker_message_new(NULL, 0, text, (size_t)length);
 
 		if (!message || broker_publish(arg->shared->broker, S("load"), message) != BROKER_OK)
 			__atomic_add_fetch(&arg->shared->errors, 1, __ATOMIC_RELAXED);
@@ -875,7 +875,7 @@ static void *thread_churn(void *data)
 		char subject[32], id[BROKER_ID_LENGTH + 1];
 		struct broker_batch batch;
 		int length = snprintf(subject, sizeof(subject), "churn.%d", i);
-		struct broker_message *message = broker_message_new(S("c"));
+		struct broker_message *message = broker_message_new(NULL, 0, S("c"));
 
 		if (!message ||
 		    broker_subscribe(shared->broker, subject, (size_t)length, NULL, id) != BROKER_OK ||

@@ -46,6 +46,9 @@ static const struct expected_option {
 	{ "max_batch_messages",      "1000",          true,  "16" },
 	{ "max_batch_bytes",         "8388608",       true,  "2048" },
 	{ "max_parked_fetches",      "10000",         true,  "18" },
+	{ "message_ttl_ms",          "0",             true,  "19" },
+	{ "stream_keepalive_s",      "15",            true,  "20" },
+	{ "cors_origin",             "\"\"",          false, "\"*\"" },
 	{ "persistence",             "\"none\"",      false, "\"log\"" },
 	{ "data_dir",                "\"/var/lib/gophermq\"", false, "\"/e\"" },
 	{ "fsync",                   "\"everysec\"",  true,  "\"always\"" },
@@ -83,6 +86,8 @@ static const struct integer_range {
 	{ "max_batch_messages", 1, 1000000 },
 	{ "max_batch_bytes", 1024, 1073741824 },
 	{ "max_parked_fetches", 0, 10000000 },
+	{ "message_ttl_ms", 0, 31536000000LL },
+	{ "stream_keepalive_s", 1, 3600 },
 	{ "segment_size", 65536, 1073741824 },
 	{ "compact_min_size", 65536, -1 },
 };
@@ -191,6 +196,9 @@ static void config_assert_equal(const struct config *a, const struct config *b)
 	ck_assert_uint_eq(a->max_batch_messages, b->max_batch_messages);
 	ck_assert_uint_eq(a->max_batch_bytes, b->max_batch_bytes);
 	ck_assert_uint_eq(a->max_parked_fetches, b->max_parked_fetches);
+	ck_assert_uint_eq(a->message_ttl_ms, b->message_ttl_ms);
+	ck_assert_uint_eq(a->stream_keepalive_s, b->stream_keepalive_s);
+	ck_assert_str_eq(a->cors_origin, b->cors_origin);
 	ck_assert_uint_eq(a->persistence, b->persistence);
 	ck_assert_str_eq(a->data_dir, b->data_dir);
 	ck_assert_uint_eq(a->fsync, b->fsync);
@@ -224,6 +232,9 @@ static bool config_equal(const struct config *a, const struct config *b)
 	       a->max_batch_messages == b->max_batch_messages &&
 	       a->max_batch_bytes == b->max_batch_bytes &&
 	       a->max_parked_fetches == b->max_parked_fetches &&
+	       a->message_ttl_ms == b->message_ttl_ms &&
+	       a->stream_keepalive_s == b->stream_keepalive_s &&
+	       string_equal(a->cors_origin, b->cors_origin) &&
 	       a->persistence == b->persistence && string_equal(a->data_dir, b->data_dir) &&
 	       a->fsync == b->fsync && a->segment_size == b->segment_size &&
 	       a->compact_min_size == b->compact_min_size && a->log_level == b->log_level &&
@@ -337,7 +348,7 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	size_t count;
 
 	config_options(&count);
-	ck_assert_uint_eq(count, 30);  /* every option is set below */
+	ck_assert_uint_eq(count, 33);  /* every option is set below */
 	text_accepted("listen = \"::1\"\n"
 	              "port = 1\n"
 	              "metrics_listen = \"10.0.0.1\"\n"
@@ -358,6 +369,9 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	              "max_batch_messages = 16\n"
 	              "max_batch_bytes = 2048\n"
 	              "max_parked_fetches = 18\n"
+	              "message_ttl_ms = 19\n"
+	              "stream_keepalive_s = 20\n"
+	              "cors_origin = \"*\"\n"
 	              "persistence = \"log\"\n"
 	              "data_dir = \"/e\"\n"
 	              "fsync = \"always\"\n"
@@ -388,6 +402,9 @@ START_TEST(test_every_option_takes_a_non_default_value)
 	ck_assert_uint_eq(config.max_batch_messages, 16);
 	ck_assert_uint_eq(config.max_batch_bytes, 2048);
 	ck_assert_uint_eq(config.max_parked_fetches, 18);
+	ck_assert_uint_eq(config.message_ttl_ms, 19);
+	ck_assert_uint_eq(config.stream_keepalive_s, 20);
+	ck_assert_str_eq(config.cors_origin, "*");
 	ck_assert_uint_eq(config.persistence, CONFIG_PERSISTENCE_LOG);
 	ck_assert_str_eq(config.data_dir, "/e");
 	ck_assert_uint_eq(config.fsync, JOURNAL_FSYNC_ALWAYS);
@@ -875,7 +892,7 @@ START_TEST(test_restart_changes_reports_exactly_the_changed_restart_only_options
 	static const char *const restart_only[] = {
 		"listen", "port", "metrics_listen", "metrics_port", "http_threads",
 		"max_connections", "connection_timeout", "persistence", "data_dir", "segment_size",
-		"tls_cert_file", "tls_key_file",
+		"tls_cert_file", "tls_key_file", "cors_origin",
 	};
 	struct config defaults, changed;
 	struct reported reported = { 0 };
@@ -889,11 +906,11 @@ START_TEST(test_restart_changes_reports_exactly_the_changed_restart_only_options
 		strcat(text, line);
 	}
 	text_accepted(text, &changed);
-	ck_assert_uint_eq(config_restart_changes(&defaults, &changed, reported_add, &reported), 12);
-	ck_assert_uint_eq(reported.count, 12);
+	ck_assert_uint_eq(config_restart_changes(&defaults, &changed, reported_add, &reported), 13);
+	ck_assert_uint_eq(reported.count, 13);
 	for (size_t i = 0; i < sizeof(restart_only) / sizeof(restart_only[0]); i++)
 		ck_assert_msg(reported_has(&reported, restart_only[i]), "%s not reported", restart_only[i]);
-	ck_assert_uint_eq(config_restart_changes(&changed, &defaults, NULL, NULL), 12);
+	ck_assert_uint_eq(config_restart_changes(&changed, &defaults, NULL, NULL), 13);
 	config_clear(&changed);
 	config_clear(&defaults);
 }

@@ -124,7 +124,7 @@ static enum broker_status unsubscribe(struct broker *broker, const char *subject
 
 static struct broker_message *new_message(const char *data)
 {
-	struct broker_message *message = broker_message_new(data, strlen(data));
+	struct broker_message *message = broker_message_new(NULL, 0, data, strlen(data));
 
 	ck_assert_ptr_nonnull(message);
 	return message;
@@ -970,7 +970,7 @@ START_TEST(test_max_deliver_dead_letters_a_new_message_with_the_same_data)
 {
 	static const char payload[] = "pay\0load";
 	struct broker *broker = new_broker();
-	struct broker_message *message = broker_message_new(payload, sizeof(payload));
+	struct broker_message *message = broker_message_new(NULL, 0, payload, sizeof(payload));
 	struct broker_batch batch;
 	struct broker_stats stats;
 	subscriber_id worker, timed, dead;

@@ -73,7 +73,7 @@ static void close_recording(struct broker *broker, struct journal *journal)
 
 static void publish(struct broker *broker, const char *subject, const char *data, enum broker_status expected)
 {
-	struct broker_message *message = broker_message_new(data, strlen(data));
+	struct broker_message *message = broker_message_new(NULL, 0, data, strlen(data));
 
 	ck_assert_ptr_nonnull(message);
 	ck_assert_int_eq(broker_publish(broker, subject, strlen(subject), message), expected);
@@ -180,7 +180,7 @@ START_TEST(test_a_journal_that_cannot_store_refuses_and_changes_nothing)
 		struct broker_message *message;
 
 		memset(data, 'x', sizeof(data));
-		message = broker_message_new(data, sizeof(data));
+		message = broker_message_new(NULL, 0, data, sizeof(data));
 		broker_get_stats(broker, &before);
 		ck_assert_int_eq(broker_publish(broker, S("big"), message), BROKER_STORAGE);
 		broker_message_release(message);

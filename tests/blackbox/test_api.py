@@ -137,8 +137,10 @@ class ApiTest(DaemonTestCase):
         self.assertEqual(self.d.fetch(base + ".other", subscribers[base + ".other"]), [])
         parent = base.rsplit(".", 1)[0]
         self.assertEqual(self.d.fetch(parent, subscribers[parent]), [])
+        # A wildcard token is for subscriptions only: publishing to one is
+        # refused (the original took it as a literal token).
         status, reply = self.d.publish(base + ".*", "wild")
-        self.assertEqual((status, reply), (404, {"message": "subscriber not found"}))
+        self.assertEqual((status, reply), (400, {"message": "invalid subject"}))
 
     def test_fetch_returns_messages_oldest_first(self):
         subject = unique_subject()
@@ -243,7 +245,7 @@ class ApiTest(DaemonTestCase):
 
     def test_unusual_but_valid_subjects_work(self):
         tag = uuid.uuid4().hex[:8]
-        for subject in ("a" + tag, "A-b_c:d" + tag, "x.*.>" + tag, "ünïcode.主题." + tag,
+        for subject in ("a" + tag, "A-b_c:d" + tag, "x.a*.>b" + tag, "ünïcode.主题." + tag,
                         "emoji.😀." + tag, "1.2.3." + tag, "a/b?c=d&e#f" + tag, "-" + tag,
                         '"quoted".\\' + tag):
             with self.subTest(subject=subject):

@@ -1027,7 +1027,7 @@ static void state_prepare(struct run *run)
 		model_subscribe(&run->model, subject, strlen(subject), &subscribers[i].options, id, fake_now_ms / 1000u);
 	}
 	for (size_t i = 0; i < sizeof(messages) / sizeof(messages[0]); i++) {
-		struct broker_message *message = broker_message_new(messages[i].data, messages[i].length);
+		struct broker_message *message = broker_message_new(NULL, 0, messages[i].data, messages[i].length);
 		enum broker_status status;
 
 		FUZZ_CHECK(message != NULL, "broker_message_new failed");

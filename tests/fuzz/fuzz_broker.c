@@ -327,7 +327,7 @@ static void op_publish(struct broker *broker, struct model *model, struct reader
 
 	/* A message is published once (it takes a seq): a new one each time. */
 	for (unsigned i = 0; i < repeat; i++) {
-		struct broker_message *message = broker_message_new(data, length);
+		struct broker_message *message = broker_message_new(NULL, 0, data, length);
 		enum broker_status want = model_publish_status(model, subject, subject_length, length);
 		enum broker_status got;
 
@@ -376,7 +376,7 @@ static void op_batch(struct broker *broker, struct model *model, struct reader *
 		model_items[i].data = read_data(reader, &model_items[i].length);
 		items[i].subject = model_items[i].subject;
 		items[i].subject_length = model_items[i].subject_length;
-		items[i].message = broker_message_new(model_items[i].data, model_items[i].length);
+		items[i].message = broker_message_new(NULL, 0, model_items[i].data, model_items[i].length);
 		FUZZ_CHECK(items[i].message != NULL, "broker_message_new failed");
 	}
 	budget = read_byte(reader);
