@@ -30,6 +30,8 @@ import threading
 import time
 
 LISTEN_RE = re.compile(r"(api|metrics) listening on (\S+):(\d+)")
+API_LISTENING = r"api listening on \S+:\d+"
+METRICS_LISTENING = r"metrics listening on \S+:\d+"
 LOOPBACK = {"listen": "127.0.0.1", "port": 0, "metrics_listen": "127.0.0.1", "metrics_port": 0}
 QUIET_LEVELS = ("warning", "error", "err", "crit", "critical", "alert", "emerg")
 
@@ -147,6 +149,8 @@ class DaemonProcess:
         /ready says 204.  On failure the process is killed."""
         timeout = timeout or 15 * self.scale
         self._refuse_quiet_log_level()
+        api_before = self.log_count(API_LISTENING)
+        metrics_before = self.log_count(METRICS_LISTENING)
         argv = self.wrapper + [self.binary, "-f", "-c", self.config_path] + self.extra_args
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, cwd=self.cwd,
@@ -157,11 +161,12 @@ class DaemonProcess:
             self.readers.append(reader)
         try:
             deadline = time.monotonic() + timeout
-            api = self.wait_for_log(r"api listening on \S+:\d+", timeout=timeout)
-            metrics = self.wait_for_log(r"metrics listening on \S+:\d+",
+            # A restart appends to the same log: wait for this run's lines.
+            api = self.wait_for_log(API_LISTENING, count=api_before + 1, timeout=timeout)
+            metrics = self.wait_for_log(METRICS_LISTENING, count=metrics_before + 1,
                                         timeout=max(0.1, deadline - time.monotonic()))
-            self.api_host, self.api_port = self._address(api[0])
-            self.metrics_host, self.metrics_port = self._address(metrics[0])
+            self.api_host, self.api_port = self._address(api[-1])
+            self.metrics_host, self.metrics_port = self._address(metrics[-1])
             self.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
         except BaseException:
             self.kill()
