@@ -871,6 +871,52 @@ START_TEST(test_a_plain_batch_given_back_in_time_expires_later_on_time)
 }
 END_TEST
 
+/* The give-back itself must note the deadline: the queue, emptied by the
+ * fetch, may have been swept meanwhile and expect nothing to expire. */
+START_TEST(test_a_batch_given_back_to_a_swept_queue_is_not_delivered_late)
+{
+	struct broker *broker = new_broker();
+	struct broker_batch batch;
+	subscriber_id id;
+
+	subscribe(broker, "s", id);
+	publish(broker, "s", "short", TTL);
+	fetch(broker, "s", id, &batch);
+	ck_assert_uint_eq(batch.count, 1);
+	advance(TTL);
+	broker_run_timers(broker);                        /* sweeps the empty queue */
+	broker_batch_give_back(broker, ID(id), &batch);
+	fetch_nothing(broker, "s", id);
+	ck_assert_uint_eq(stats_of(broker).expired_copies, 1);
+	assert_empty(broker);
+	broker_free(broker);
+}
+END_TEST
+
+START_TEST(test_a_live_batch_given_back_to_a_swept_queue_expires_on_time)
+{
+	struct broker *broker = new_broker();
+	struct broker_batch batch;
+	subscriber_id id;
+
+	subscribe(broker, "s", id);
+	publish(broker, "s", "given back", 2 * TTL);
+	fetch(broker, "s", id, &batch);
+	publish(broker, "s", "sooner", TTL);
+	advance(TTL);
+	broker_run_timers(broker);                        /* "sooner" goes, the queue is empty */
+	ck_assert_uint_eq(stats_of(broker).expired_copies, 1);
+	broker_batch_give_back(broker, ID(id), &batch);
+	ck_assert_uint_eq(stats_of(broker).pending, 1);
+	advance(TTL);
+	broker_run_timers(broker);                        /* no fetch: the sweep finds it */
+	ck_assert_uint_eq(stats_of(broker).expired_copies, 2);
+	assert_empty(broker);
+	fetch_nothing(broker, "s", id);
+	broker_free(broker);
+}
+END_TEST
+
 START_TEST(test_an_ack_batch_given_back_after_the_ttl_is_not_delivered)
 {
 	struct broker *broker = new_broker();
@@ -1000,6 +1046,8 @@ static Suite *expiry_suite(void)
 
 	tcase_add_test(give_back, test_a_plain_batch_given_back_after_the_ttl_is_not_delivered);
 	tcase_add_test(give_back, test_a_plain_batch_given_back_in_time_expires_later_on_time);
+	tcase_add_test(give_back, test_a_batch_given_back_to_a_swept_queue_is_not_delivered_late);
+	tcase_add_test(give_back, test_a_live_batch_given_back_to_a_swept_queue_expires_on_time);
 	tcase_add_test(give_back, test_an_ack_batch_given_back_after_the_ttl_is_not_delivered);
 	tcase_add_test(give_back, test_a_give_back_of_expired_copies_does_not_wake_a_held_fetch);
 	suite_add_tcase(suite, give_back);
