@@ -768,8 +768,8 @@ size_t broker_expire_idle(struct broker *broker, uint64_t now_seconds, uint64_t 
 		while (removed < BROKER_EXPIRE_BATCH && (subscriber = broker->idle_head) != NULL &&
 		       subscriber->last_active <= now_seconds &&
 		       now_seconds - subscriber->last_active > ttl_seconds) {
-			if (subscriber->parked > 0) {
-				/* Waiting in a held fetch is activity. */
+			if (subscriber->parked > 0 || subscriber->streaming > 0) {
+				/* Waiting in a held fetch or streaming is activity. */
 				broker_touch(broker, subscriber);
 				continue;
 			}

@@ -44,6 +44,7 @@ struct broker_subscriber {
 	struct broker_subscriber *idle_prev, *idle_next;  /* activity order */
 	uint64_t last_active;                     /* broker clock, seconds */
 	size_t parked;                            /* its waiters parked now */
+	size_t streaming;                         /* its streams open now */
 	char id[BROKER_ID_LENGTH + 1];
 };
 
