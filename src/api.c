@@ -1037,6 +1037,11 @@ void api_handle(struct api_context *context, const struct api_endpoint *endpoint
 	uint64_t position = always ? journal_position(context->journal) : 0;
 
 	reply->hold = NULL;
+	if (endpoint->handle == NULL) {
+		/* Not a POST endpoint (the transport serves streams itself). */
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+		return;
+	}
 	if (!request_read(&request, body, body_length)) {
 		api_reply_static(reply, 400, API_TEXT_BODY_INVALID);
 		return;
