@@ -74,7 +74,8 @@ bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struc
 	enum broker_status status = BROKER_NO_SUBSCRIBER;
 	size_t length = delivery->message->length;
 
-	if (ack->dead_letter_length > 0) {
+	/* (A dead letter names a literal subject; the API sees to it.) */
+	if (ack->dead_letter_length > 0 && broker_subject_literal(ack->dead_letter, ack->dead_letter_length)) {
 		copy = broker_message_new(ack->dead_letter, ack->dead_letter_length, delivery->message->data, length);
 		status = BROKER_NO_MEMORY;
 		if (copy) {
