@@ -136,8 +136,22 @@ int broker_publish_queues(struct broker *broker, const char *subject, size_t len
 /* Notes that a copy of message now waits in queue (fresh, given back or
  * queued for retry), so that it is swept when it expires. */
 void broker_expiry_note(struct broker *broker, struct queue *queue, const struct broker_message *message);
-/* As broker_expiry_note(), for a copy just pushed to the fresh ring. */
-void broker_expiry_note_fresh(struct broker *broker, struct queue *queue, const struct broker_message *message);
+/* As broker_expiry_note(), for a copy just pushed to the fresh ring, which
+ * also tracks whether the ring's copies expire in ring order: every push
+ * must come here, those of messages that never expire too. */
+static inline void broker_expiry_note_fresh(struct broker *broker, struct queue *queue,
+                                            const struct broker_message *message)
+{
+	uint64_t deadline = message->expires_ms;
+
+	if (queue->fresh.count == 1)
+		queue->expiry_unordered = false;
+	else if (deadline != 0 && (queue->last_expiry == 0 || deadline < queue->last_expiry))
+		queue->expiry_unordered = true;
+	queue->last_expiry = deadline;
+	if (deadline != 0)
+		broker_expiry_note(broker, queue, message);
+}
 /* Removes every waiting copy of queue whose deadline has passed.  Returns
  * how many. */
 size_t broker_expiry_sweep(struct broker *broker, struct queue *queue, uint64_t now);

@@ -75,25 +75,6 @@ void broker_expiry_note(struct broker *broker, struct queue *queue, const struct
 	}
 }
 
-/* Tracks whether the fresh copies expire in ring order; message has just
- * been pushed.  Lock held. */
-static inline void expiry_note_fresh(struct queue *queue, const struct broker_message *message)
-{
-	uint64_t deadline = message->expires_ms;
-
-	if (queue->fresh.count == 1)
-		queue->expiry_unordered = false;
-	else if (deadline != 0 && (queue->last_expiry == 0 || deadline < queue->last_expiry))
-		queue->expiry_unordered = true;
-	queue->last_expiry = deadline;
-}
-
-void broker_expiry_note_fresh(struct broker *broker, struct queue *queue, const struct broker_message *message)
-{
-	expiry_note_fresh(queue, message);
-	broker_expiry_note(broker, queue, message);
-}
-
 struct sweep {
 	struct broker *broker;
 	struct queue *queue;

@@ -110,8 +110,7 @@ static void targets_push(struct broker *broker, struct broker_subject *const *su
 			queue_ring_push(&queue->fresh, message);
 			queue->held++;
 			queue->held_bytes += message->length;
-			if (message->expires_ms != 0 || queue->next_expiry != 0)
-				broker_expiry_note_fresh(broker, queue, message);
+			broker_expiry_note_fresh(broker, queue, message);
 		}
 	}
 }
