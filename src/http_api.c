@@ -65,6 +65,7 @@ struct connection {
 	 * connections_lock like hold. */
 	struct api_stream *stream;
 	bool stream_request;      /* the route is /api/stream */
+	bool preflight;           /* OPTIONS, with cors_origin set */
 	struct timespec started;
 	bool has_early_reply;     /* answer with early, whatever the body */
 	bool replied;             /* a reply is queued; drop the rest */
@@ -234,6 +235,7 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 	state->has_early_reply = false;
 	state->replied = false;
 	state->stream_request = false;
+	state->preflight = false;
 	state->endpoint = NULL;
 	clock_gettime(CLOCK_MONOTONIC, &state->started);
 
@@ -244,6 +246,14 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 			return reply_early(state, MHD_HTTP_SERVICE_UNAVAILABLE, REPLY_SHUTTING_DOWN);
 		reply_early(state, MHD_HTTP_NO_CONTENT, "");
 		state->early.content_type = NULL;
+		return MHD_YES;
+	}
+
+	/* A browser's CORS preflight carries no token: with cors_origin set,
+	 * an API path answers it. */
+	if (http->allow_origin != NULL && strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0 &&
+	    api_endpoint_find(url) != NULL) {
+		state->preflight = true;
 		return MHD_YES;
 	}
 
@@ -385,6 +395,25 @@ static enum MHD_Result stream_start(struct http_api *http, struct MHD_Connection
 	return result;
 }
 
+/* The answer to a CORS preflight: what a page of the allowed origin may
+ * send (JSON bodies, a token, a stream's Last-Event-ID). */
+static enum MHD_Result preflight_reply(struct http_api *http, struct MHD_Connection *connection)
+{
+	struct MHD_Response *response = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result result;
+
+	if (response == NULL)
+		return MHD_NO;
+	MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, http->allow_origin);
+	MHD_add_response_header(response, "Access-Control-Allow-Methods", "GET, POST");
+	MHD_add_response_header(response, "Access-Control-Allow-Headers",
+	                        "Content-Type, Authorization, Last-Event-ID");
+	MHD_add_response_header(response, "Access-Control-Max-Age", "600");
+	result = MHD_queue_response(connection, MHD_HTTP_NO_CONTENT, response);
+	MHD_destroy_response(response);
+	return result;
+}
+
 /* The last call for a request: the whole body is in state. */
 static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connection *connection,
                                       struct connection *state)
@@ -399,6 +428,8 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 	}
 	if (state->stream_request)
 		return stream_start(http, connection, state);
+	if (state->preflight)
+		return preflight_reply(http, connection);
 	if (state->body_too_large) {
 		api_reply_static(&reply, MHD_HTTP_CONTENT_TOO_LARGE,
 		                 state->endpoint != NULL && state->endpoint->body == API_BODY_BATCH
