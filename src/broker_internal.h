@@ -156,9 +156,11 @@ static inline void broker_expiry_note_fresh(struct broker *broker, struct queue 
  * how many. */
 size_t broker_expiry_sweep(struct broker *broker, struct queue *queue, uint64_t now);
 /* Sweeps queue first when one of its waiting copies may have expired. */
-static inline void broker_expiry_due(struct broker *broker, struct queue *queue, uint64_t now)
+static inline void broker_expiry_due(struct broker *broker, struct queue *queue)
 {
-	if (queue->next_expiry != 0 && queue->next_expiry <= now)
+	uint64_t now;
+
+	if (queue->next_expiry != 0 && queue->next_expiry <= (now = broker->clock_ms()))
 		broker_expiry_sweep(broker, queue, now);
 }
 /* Sweeps the queues whose check time has come; returns the ms until the
@@ -168,7 +170,7 @@ uint64_t broker_expiry_run(struct broker *broker, uint64_t now);
 void broker_expiry_forget(struct broker *broker, struct queue *queue);
 /* The deadline on the broker's clock of a message accepted now with
  * ttl_ms (0: the default of the limits; 0 there too: never). */
-uint64_t broker_expiry_deadline(const struct broker *broker, uint64_t ttl_ms, uint64_t now);
+uint64_t broker_expiry_deadline(struct broker *broker, uint64_t ttl_ms);
 
 /* consume.c */
 

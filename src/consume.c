@@ -358,7 +358,7 @@ static int queue_take(struct broker *broker, struct broker_subscriber *consumer,
 	struct queue *queue = consumer->queue;
 	size_t count;
 
-	broker_expiry_due(broker, queue, broker->clock_ms());
+	broker_expiry_due(broker, queue);
 	count = queue_take_count(broker, queue, options);
 	batch_clear(batch);
 	batch->ack_queue = queue->ack != NULL;
@@ -395,7 +395,7 @@ static void waiter_complete(struct broker *broker, struct broker_waiter *waiter,
 void broker_serve_waiters(struct broker *broker, struct queue *queue)
 {
 	if (queue->waiters)
-		broker_expiry_due(broker, queue, broker->clock_ms());
+		broker_expiry_due(broker, queue);
 	while (queue->waiters && queue_available(queue) > 0) {
 		struct broker_waiter *waiter = queue->waiters;
 
@@ -586,7 +586,7 @@ enum broker_status broker_fetch_wait(struct broker *broker,
 	if (timer_heap_first(&broker->delivery_timers))
 		broker_run_timers_locked(broker);
 	broker_touch(broker, subscriber);
-	broker_expiry_due(broker, subscriber->queue, broker->clock_ms());
+	broker_expiry_due(broker, subscriber->queue);
 	if (wait_ms > 0 && !broker->closing && queue_available(subscriber->queue) == 0 &&
 	    (waiter->stream || broker->stats.parked < broker->limits.max_parked_fetches) &&
 	    timer_heap_reserve(&broker->waiter_timers, 1, broker->allocate) == 0) {

@@ -27,11 +27,11 @@
 #define EXPIRY_SCAN_RATE 1024        /* copies scanned per ms of delay, unordered queues */
 #define EXPIRY_SCAN_DELAY_MAX 1000   /* ms */
 
-uint64_t broker_expiry_deadline(const struct broker *broker, uint64_t ttl_ms, uint64_t now)
+uint64_t broker_expiry_deadline(struct broker *broker, uint64_t ttl_ms)
 {
 	if (ttl_ms == 0)
 		ttl_ms = broker->limits.message_ttl_ms;
-	return ttl_ms == 0 ? 0 : add_saturated(now, ttl_ms);
+	return ttl_ms == 0 ? 0 : add_saturated(broker->clock_ms(), ttl_ms);
 }
 
 /* Lists queue to be swept at time at, or earlier than it was.  Short of
