@@ -89,7 +89,7 @@ void api_reply_free(struct api_reply *reply)
 }
 
 /* Replies for the broker's refusals. */
-static void reply_broker_status(struct api_reply *reply, enum broker_status status)
+void api_reply_status(struct api_reply *reply, enum broker_status status)
 {
 	switch (status) {
 	case BROKER_OK:
@@ -380,7 +380,7 @@ static void handle_subscribe(struct api_context *context, const struct request *
 	}
 	status = broker_subscribe(context->broker, request->subject, request->subject_length, &options, id);
 	if (status != BROKER_OK) {
-		reply_broker_status(reply, status);
+		api_reply_status(reply, status);
 		return;
 	}
 	builder_count(&builder, sizeof(SUBSCRIBE_REPLY_ID SUBSCRIBE_REPLY_SUBJECT REPLY_END) - 1);
@@ -415,7 +415,7 @@ static void handle_subscribe(struct api_context *context, const struct request *
 static void handle_unsubscribe(struct api_context *context, const struct request *request,
                                struct api_reply *reply)
 {
-	reply_broker_status(reply, broker_unsubscribe(context->broker, request->subject,
+	api_reply_status(reply, broker_unsubscribe(context->broker, request->subject,
 	                                              request->subject_length,
 	                                              request->id, request->id_length));
 }
@@ -444,7 +444,7 @@ static void handle_publish(struct api_context *context, const struct request *re
 		return;
 	}
 	message->expires_ms = (uint64_t)ttl_ms;
-	reply_broker_status(reply, broker_publish(context->broker, request->subject,
+	api_reply_status(reply, broker_publish(context->broker, request->subject,
 	                                          request->subject_length, message));
 	broker_message_release(message);
 }
@@ -594,7 +594,7 @@ static void handle_publish_batch(struct api_context *context, const struct reque
 		reply_error_at(reply, 429, API_TEXT_OVERFLOW, failed);
 		break;
 	default:
-		reply_broker_status(reply, status);
+		api_reply_status(reply, status);
 		break;
 	}
 }
@@ -854,7 +854,7 @@ void api_hold_reply(struct api_context *context, struct api_hold *hold, struct a
 	taken = hold->waiter.status == BROKER_OK && hold->waiter.batch.count > 0 &&
 	        !hold->waiter.batch.peeked;
 	if (hold->waiter.status != BROKER_OK)
-		reply_broker_status(reply, hold->waiter.status);
+		api_reply_status(reply, hold->waiter.status);
 	else
 		reply_fetched(context, hold->names, hold->subject_length,
 		              hold->names + hold->subject_length, hold->id_length,
@@ -886,7 +886,7 @@ static void handle_fetch(struct api_context *context, const struct request *requ
 		status = broker_fetch(context->broker, request->subject, request->subject_length,
 		                      request->id, request->id_length, &fetch.options, &batch);
 		if (status != BROKER_OK) {
-			reply_broker_status(reply, status);
+			api_reply_status(reply, status);
 			return;
 		}
 		reply_fetched(context, request->subject, request->subject_length,
@@ -917,7 +917,7 @@ static void handle_fetch(struct api_context *context, const struct request *requ
 		return;
 	}
 	if (status != BROKER_OK)
-		reply_broker_status(reply, status);
+		api_reply_status(reply, status);
 	else
 		reply_fetched(context, request->subject, request->subject_length,
 		              request->id, request->id_length, fetch.meta, &hold->waiter.batch, reply);
@@ -983,7 +983,7 @@ static void handle_settle(struct api_context *context, const struct request *req
 	if (status == BROKER_OK)
 		reply_ok_count(reply, settled);
 	else
-		reply_broker_status(reply, status);
+		api_reply_status(reply, status);
 }
 
 static void handle_ack(struct api_context *context, const struct request *request,
@@ -1016,6 +1016,7 @@ const struct api_endpoint api_endpoints[] = {
 	{ "/api/ack",           "ack",           API_BODY_MESSAGE, handle_ack },
 	{ "/api/nack",          "nack",          API_BODY_MESSAGE, handle_nack },
 	{ "/api/extend",        "extend",        API_BODY_MESSAGE, handle_extend },
+	{ "/api/stream",        "stream",        API_BODY_NONE,    NULL },
 };
 const size_t api_endpoint_count = sizeof(api_endpoints) / sizeof(api_endpoints[0]);
 
@@ -1036,6 +1037,11 @@ void api_handle(struct api_context *context, const struct api_endpoint *endpoint
 	uint64_t position = always ? journal_position(context->journal) : 0;
 
 	reply->hold = NULL;
+	if (endpoint->handle == NULL) {
+		/* Not a POST endpoint (the transport serves streams itself). */
+		api_reply_static(reply, 500, API_TEXT_SERVER_ERROR);
+		return;
+	}
 	if (!request_read(&request, body, body_length)) {
 		api_reply_static(reply, 400, API_TEXT_BODY_INVALID);
 		return;

@@ -36,6 +36,7 @@ struct api_context {
 	_Atomic uint64_t fetch_max_wait_ms;    /* longest wait_ms a fetch gets */
 	_Atomic uint64_t max_batch_messages;   /* messages per batch publish */
 	_Atomic uint64_t max_batch_bytes;      /* body of a batch publish */
+	_Atomic uint64_t stream_keepalive_ms;  /* silence before a stream's keepalive comment */
 };
 
 /* The fixed reply bodies, so that the transport can prepare each once. */
@@ -91,12 +92,15 @@ struct request;
 enum api_body_kind {
 	API_BODY_MESSAGE,
 	API_BODY_BATCH,
+	API_BODY_NONE,               /* GET /api/stream */
 };
 
 struct api_endpoint {
-	const char *path;            /* POST only */
+	const char *path;
 	const char *label;           /* the metrics' method label */
 	enum api_body_kind body;
+	/* POST: turns the body into a reply.  NULL: GET /api/stream, whose
+	 * query names the subscriber (stream.h). */
 	void (*handle)(struct api_context *context, const struct request *request,
 	               struct api_reply *reply);
 };
@@ -135,6 +139,9 @@ void api_hold_drop(struct api_context *context, struct api_hold *hold);
 
 /* Fills reply with the held fetch's answer and frees hold. */
 void api_hold_reply(struct api_context *context, struct api_hold *hold, struct api_reply *reply);
+
+/* Fills reply with what a broker status means (BROKER_OK: "ok"). */
+void api_reply_status(struct api_reply *reply, enum broker_status status);
 
 /* Fills reply with a fixed body. */
 void api_reply_static(struct api_reply *reply, unsigned status, enum api_reply_text text);

@@ -585,26 +585,16 @@ enum broker_status broker_subscribe_as(struct broker *broker,
 	while (!(node = hash_table_find(&broker->subjects, subject_hash, subject_name,
 	                                subject_length, broker_subject_match))) {
 		if (spare) {
-			if (subject_insert(broker, spare, subject_hash) != 0) {
-				pthread_mutex_unlock(&broker->lock);
-				ack_options_free(ack);
-				free(spare_group);
-				free(subscriber);
-				free(spare);
-				return BROKER_NO_MEMORY;
-			}
+			if (subject_insert(broker, spare, subject_hash) != 0)
+				goto no_memory;
 			spare = NULL;
 			continue;
 		}
 		pthread_mutex_unlock(&broker->lock);
 		spare = broker_subject_new(subject_name, subject_length);
-		if (!spare) {
-			ack_options_free(ack);
-			free(spare_group);
-			free(subscriber);
-			return BROKER_NO_MEMORY;
-		}
 		pthread_mutex_lock(&broker->lock);
+		if (!spare)
+			goto no_memory;
 	}
 	subject = hash_entry(node, struct broker_subject, node);
 	/* A group lives on its subject: when the subject had to be made,
@@ -678,9 +668,13 @@ enum broker_status broker_subscribe_as(struct broker *broker,
 	free(spare);
 	return BROKER_OK;
 
+no_memory:
+	refused = BROKER_NO_MEMORY;
+	goto unlock;
 refuse:
 	/* Nothing was changed, but perhaps a subject made for this one. */
 	subject_drop_unused(broker, subject);
+unlock:
 	pthread_mutex_unlock(&broker->lock);
 	ack_options_free(ack);
 	free(spare_group);
@@ -768,8 +762,8 @@ size_t broker_expire_idle(struct broker *broker, uint64_t now_seconds, uint64_t 
 		while (removed < BROKER_EXPIRE_BATCH && (subscriber = broker->idle_head) != NULL &&
 		       subscriber->last_active <= now_seconds &&
 		       now_seconds - subscriber->last_active > ttl_seconds) {
-			if (subscriber->parked > 0) {
-				/* Waiting in a held fetch is activity. */
+			if (subscriber->parked > 0 || subscriber->streaming > 0) {
+				/* Waiting in a held fetch or streaming is activity. */
 				broker_touch(broker, subscriber);
 				continue;
 			}

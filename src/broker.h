@@ -96,6 +96,9 @@ struct broker_waiter {
 	 * touches the waiter. */
 	void (*wake)(struct broker_waiter *waiter);
 	void *context;
+	/* A stream's waiter, parked again and again: not limited by
+	 * max_parked_fetches nor counted among the parked fetches. */
+	bool stream;
 	/* The outcome, valid in wake(): BROKER_OK with batch (perhaps empty),
 	 * or BROKER_BAD_ID when the subscriber went away meanwhile. */
 	enum broker_status status;
@@ -226,6 +229,16 @@ enum broker_status broker_fetch_wait(struct broker *broker,
                                      const struct broker_fetch_options *options,
                                      uint64_t wait_ms, struct broker_waiter *waiter);
 
+/* A stream of subscriber id of subject begins: it counts as activity
+ * until broker_stream_closed().  When resend is true, the subscriber's
+ * in-flight messages (ack subscriptions) with seq > after are queued again
+ * at once, before newer messages; *resent says how many.  Returns
+ * BROKER_OK, BROKER_INVALID_SUBJECT or BROKER_BAD_ID. */
+enum broker_status broker_stream_opened(struct broker *broker, const char *subject, size_t subject_length,
+                                        const char *id, size_t id_length, bool resend, uint64_t after,
+                                        size_t *resent);
+void broker_stream_closed(struct broker *broker, const char *id, size_t id_length);
+
 /* Returns the messages of a batch that could not be delivered (its reply
  * could not be built or sent) to subscriber id's queue, in seq order and
  * before newer messages, as if never fetched; releases them if the
@@ -234,6 +247,10 @@ void broker_batch_give_back(struct broker *broker, const char *id, size_t id_len
                             struct broker_batch *batch);
 
 void broker_batch_release(struct broker_batch *batch);
+
+/* Drops the first count messages of batch (delivered: their references
+ * go), keeping the rest in order, so that only those are given back. */
+void broker_batch_drop_front(struct broker_batch *batch, size_t count);
 
 /* Settles the listed seqs of subscriber id's in-flight messages (for a
  * group member, those delivered to it); seqs that are not are ignored.

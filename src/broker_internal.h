@@ -44,6 +44,7 @@ struct broker_subscriber {
 	struct broker_subscriber *idle_prev, *idle_next;  /* activity order */
 	uint64_t last_active;                     /* broker clock, seconds */
 	size_t parked;                            /* its waiters parked now */
+	size_t streaming;                         /* its streams open now */
 	char id[BROKER_ID_LENGTH + 1];
 };
 
@@ -135,15 +136,31 @@ int broker_publish_queues(struct broker *broker, const char *subject, size_t len
 /* Notes that a copy of message now waits in queue (fresh, given back or
  * queued for retry), so that it is swept when it expires. */
 void broker_expiry_note(struct broker *broker, struct queue *queue, const struct broker_message *message);
-/* As broker_expiry_note(), for a copy just pushed to the fresh ring. */
-void broker_expiry_note_fresh(struct broker *broker, struct queue *queue, const struct broker_message *message);
+/* As broker_expiry_note(), for a copy just pushed to the fresh ring, which
+ * also tracks whether the ring's copies expire in ring order: every push
+ * must come here, those of messages that never expire too. */
+static inline void broker_expiry_note_fresh(struct broker *broker, struct queue *queue,
+                                            const struct broker_message *message)
+{
+	uint64_t deadline = message->expires_ms;
+
+	if (queue->fresh.count == 1)
+		queue->expiry_unordered = false;
+	else if (deadline != 0 && (queue->last_expiry == 0 || deadline < queue->last_expiry))
+		queue->expiry_unordered = true;
+	queue->last_expiry = deadline;
+	if (deadline != 0)
+		broker_expiry_note(broker, queue, message);
+}
 /* Removes every waiting copy of queue whose deadline has passed.  Returns
  * how many. */
 size_t broker_expiry_sweep(struct broker *broker, struct queue *queue, uint64_t now);
 /* Sweeps queue first when one of its waiting copies may have expired. */
-static inline void broker_expiry_due(struct broker *broker, struct queue *queue, uint64_t now)
+static inline void broker_expiry_due(struct broker *broker, struct queue *queue)
 {
-	if (queue->next_expiry != 0 && queue->next_expiry <= now)
+	uint64_t now;
+
+	if (queue->next_expiry != 0 && queue->next_expiry <= (now = broker->clock_ms()))
 		broker_expiry_sweep(broker, queue, now);
 }
 /* Sweeps the queues whose check time has come; returns the ms until the
@@ -153,7 +170,7 @@ uint64_t broker_expiry_run(struct broker *broker, uint64_t now);
 void broker_expiry_forget(struct broker *broker, struct queue *queue);
 /* The deadline on the broker's clock of a message accepted now with
  * ttl_ms (0: the default of the limits; 0 there too: never). */
-uint64_t broker_expiry_deadline(const struct broker *broker, uint64_t ttl_ms, uint64_t now);
+uint64_t broker_expiry_deadline(struct broker *broker, uint64_t ttl_ms);
 
 /* consume.c */
 

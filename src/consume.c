@@ -74,7 +74,8 @@ bool broker_delivery_exhausted(struct broker *broker, struct queue *queue, struc
 	enum broker_status status = BROKER_NO_SUBSCRIBER;
 	size_t length = delivery->message->length;
 
-	if (ack->dead_letter_length > 0) {
+	/* (A dead letter names a literal subject; the API sees to it.) */
+	if (ack->dead_letter_length > 0 && broker_subject_literal(ack->dead_letter, ack->dead_letter_length)) {
 		copy = broker_message_new(ack->dead_letter, ack->dead_letter_length, delivery->message->data, length);
 		status = BROKER_NO_MEMORY;
 		if (copy) {
@@ -144,6 +145,20 @@ void broker_batch_release(struct broker_batch *batch)
 	else
 		free(batch->messages);
 	batch_clear(batch);
+}
+
+void broker_batch_drop_front(struct broker_batch *batch, size_t count)
+{
+	size_t left = batch->count - count;
+
+	for (size_t i = 0; i < count; i++)
+		broker_message_release(batch->messages[i]);
+	memmove(batch->messages, batch->messages + count, left * sizeof(batch->messages[0]));
+	if (batch->attempts)
+		memmove(batch->attempts, batch->attempts + count, left * sizeof(batch->attempts[0]));
+	batch->count = left;
+	if (batch->run)
+		batch->run->count = left;
 }
 
 /* How many available messages a fetch with these options takes. */
@@ -343,7 +358,7 @@ static int queue_take(struct broker *broker, struct broker_subscriber *consumer,
 	struct queue *queue = consumer->queue;
 	size_t count;
 
-	broker_expiry_due(broker, queue, broker->clock_ms());
+	broker_expiry_due(broker, queue);
 	count = queue_take_count(broker, queue, options);
 	batch_clear(batch);
 	batch->ack_queue = queue->ack != NULL;
@@ -366,7 +381,8 @@ static void waiter_complete(struct broker *broker, struct broker_waiter *waiter,
 	queue_waiter_remove(subscriber->queue, waiter);
 	timer_heap_remove(&broker->waiter_timers, waiter);
 	subscriber->parked--;
-	broker->stats.parked--;
+	if (!waiter->stream)
+		broker->stats.parked--;
 	waiter->batch.ack_queue = subscriber->queue->ack != NULL;
 	waiter->subscriber = NULL;
 	waiter->status = status;
@@ -379,7 +395,7 @@ static void waiter_complete(struct broker *broker, struct broker_waiter *waiter,
 void broker_serve_waiters(struct broker *broker, struct queue *queue)
 {
 	if (queue->waiters)
-		broker_expiry_due(broker, queue, broker->clock_ms());
+		broker_expiry_due(broker, queue);
 	while (queue->waiters && queue_available(queue) > 0) {
 		struct broker_waiter *waiter = queue->waiters;
 
@@ -570,9 +586,9 @@ enum broker_status broker_fetch_wait(struct broker *broker,
 	if (timer_heap_first(&broker->delivery_timers))
 		broker_run_timers_locked(broker);
 	broker_touch(broker, subscriber);
-	broker_expiry_due(broker, subscriber->queue, broker->clock_ms());
+	broker_expiry_due(broker, subscriber->queue);
 	if (wait_ms > 0 && !broker->closing && queue_available(subscriber->queue) == 0 &&
-	    broker->stats.parked < broker->limits.max_parked_fetches &&
+	    (waiter->stream || broker->stats.parked < broker->limits.max_parked_fetches) &&
 	    timer_heap_reserve(&broker->waiter_timers, 1, broker->allocate) == 0) {
 		waiter->subscriber = subscriber;
 		waiter->options = *options;
@@ -582,7 +598,8 @@ enum broker_status broker_fetch_wait(struct broker *broker,
 		if (timer_heap_push(&broker->waiter_timers, waiter))
 			broker_timers_changed(broker);
 		subscriber->parked++;
-		broker->stats.parked++;
+		if (!waiter->stream)
+			broker->stats.parked++;
 		broker_unlock(broker);
 		return BROKER_PARKED;
 	}
@@ -669,6 +686,59 @@ void broker_batch_give_back(struct broker *broker, const char *id, size_t id_len
 	batch_clear(batch);
 	broker_serve_waiters(broker, queue);
 	broker_unlock(broker);
+}
+
+/* --- streams ------------------------------------------------------------ */
+
+enum broker_status broker_stream_opened(struct broker *broker, const char *subject, size_t subject_length,
+                                        const char *id, size_t id_length, bool resend, uint64_t after,
+                                        size_t *resent)
+{
+	enum broker_status status;
+	struct broker_subscriber *subscriber;
+	struct queue *queue;
+
+	*resent = 0;
+	subscriber = broker_lock_subscriber(broker, subject, subject_length, id, id_length, &status);
+	if (!subscriber)
+		return status;
+	subscriber->streaming++;
+	broker_touch(broker, subscriber);
+	queue = subscriber->queue;
+	if (resend && queue->ack) {
+		/* Requeueing moves deliveries between the timers and the
+		 * retry list; the table is left as it is. */
+		for (size_t i = 0; queue->deliveries.buckets && i <= queue->deliveries.mask; i++) {
+			for (struct delivery *d = queue->deliveries.buckets[i]; d; d = d->table_next) {
+				if (!delivery_in_flight(d) || d->owner.consumer != subscriber || d->message->seq <= after)
+					continue;
+				broker_requeue(broker, queue, d, false);
+				(*resent)++;
+			}
+		}
+		broker_serve_waiters(broker, queue);
+	}
+	broker_unlock(broker);
+	return BROKER_OK;
+}
+
+void broker_stream_closed(struct broker *broker, const char *id, size_t id_length)
+{
+	struct hash_node *node;
+
+	if (id_length != BROKER_ID_LENGTH)
+		return;
+	pthread_mutex_lock(&broker->lock);
+	node = hash_table_find(&broker->subscribers, hash_table_hash(&broker->subscribers, id, id_length),
+	                       id, id_length, broker_subscriber_match);
+	if (node) {
+		struct broker_subscriber *subscriber = hash_entry(node, struct broker_subscriber, node);
+
+		if (subscriber->streaming > 0)
+			subscriber->streaming--;
+		broker_touch(broker, subscriber);
+	}
+	pthread_mutex_unlock(&broker->lock);
 }
 
 /* --- acknowledgements -------------------------------------------------- */

@@ -151,10 +151,15 @@ bool durable_publish(struct broker *broker, uint64_t first_seq, const struct bro
 {
 	size_t size = 8 + 4;
 	unsigned char *start, *p;
-	uint64_t clock_now = broker->clock_ms(), wall_now = durable_wall_ms();
+	uint64_t clock_now = 0, wall_now = 0;
 
-	for (size_t i = 0; i < count; i++)
+	for (size_t i = 0; i < count; i++) {
 		size += 2 + 4 + 8 + items[i].subject_length + items[i].message->length;
+		if (items[i].message->expires_ms != 0 && wall_now == 0) {
+			clock_now = broker->clock_ms();
+			wall_now = durable_wall_ms();
+		}
+	}
 	start = p = journal_begin(broker->journal, JOURNAL_PUBLISH_TTL, size);
 	if (!p)
 		return false;

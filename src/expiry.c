@@ -27,11 +27,11 @@
 #define EXPIRY_SCAN_RATE 1024        /* copies scanned per ms of delay, unordered queues */
 #define EXPIRY_SCAN_DELAY_MAX 1000   /* ms */
 
-uint64_t broker_expiry_deadline(const struct broker *broker, uint64_t ttl_ms, uint64_t now)
+uint64_t broker_expiry_deadline(struct broker *broker, uint64_t ttl_ms)
 {
 	if (ttl_ms == 0)
 		ttl_ms = broker->limits.message_ttl_ms;
-	return ttl_ms == 0 ? 0 : add_saturated(now, ttl_ms);
+	return ttl_ms == 0 ? 0 : add_saturated(broker->clock_ms(), ttl_ms);
 }
 
 /* Lists queue to be swept at time at, or earlier than it was.  Short of
@@ -73,25 +73,6 @@ void broker_expiry_note(struct broker *broker, struct queue *queue, const struct
 		queue->next_expiry = deadline;
 		expiry_schedule(broker, queue, deadline);
 	}
-}
-
-/* Tracks whether the fresh copies expire in ring order; message has just
- * been pushed.  Lock held. */
-static inline void expiry_note_fresh(struct queue *queue, const struct broker_message *message)
-{
-	uint64_t deadline = message->expires_ms;
-
-	if (queue->fresh.count == 1)
-		queue->expiry_unordered = false;
-	else if (deadline != 0 && (queue->last_expiry == 0 || deadline < queue->last_expiry))
-		queue->expiry_unordered = true;
-	queue->last_expiry = deadline;
-}
-
-void broker_expiry_note_fresh(struct broker *broker, struct queue *queue, const struct broker_message *message)
-{
-	expiry_note_fresh(queue, message);
-	broker_expiry_note(broker, queue, message);
 }
 
 struct sweep {

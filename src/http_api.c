@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "monotonic.h"
+#include "stream.h"
 
 /* Room for the JSON envelope around max_message_size bytes of data. */
 #define BODY_ENVELOPE 4096
@@ -60,6 +61,11 @@ struct connection {
 	/* A held fetch, suspended.  Set and cleared under connections_lock,
 	 * so that the sweep may end it while it is alive. */
 	struct api_hold *hold;
+	/* An open stream (GET /api/stream), set and cleared under
+	 * connections_lock like hold. */
+	struct api_stream *stream;
+	bool stream_request;      /* the route is /api/stream */
+	bool preflight;           /* OPTIONS, with cors_origin set */
 	struct timespec started;
 	bool has_early_reply;     /* answer with early, whatever the body */
 	bool replied;             /* a reply is queued; drop the rest */
@@ -81,6 +87,7 @@ struct http_api {
 	struct connection *connections_list;
 	/* Fixed replies prepared once and queued by reference. */
 	struct MHD_Response *prepared[API_TEXT_COUNT];
+	char *allow_origin;         /* cors_origin, or NULL */
 	char *tls_cert;   /* PEM text, kept while the daemon runs */
 	char *tls_key;
 };
@@ -127,6 +134,7 @@ static void http_api_free(struct http_api *http)
 	if (http->tls_key != NULL)
 		explicit_bzero(http->tls_key, strlen(http->tls_key));
 	free(http->tls_key);
+	free(http->allow_origin);
 	free(http->tls_cert);
 	free(http);
 }
@@ -226,6 +234,8 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 	state->body_too_large = false;
 	state->has_early_reply = false;
 	state->replied = false;
+	state->stream_request = false;
+	state->preflight = false;
 	state->endpoint = NULL;
 	clock_gettime(CLOCK_MONOTONIC, &state->started);
 
@@ -236,6 +246,14 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 			return reply_early(state, MHD_HTTP_SERVICE_UNAVAILABLE, REPLY_SHUTTING_DOWN);
 		reply_early(state, MHD_HTTP_NO_CONTENT, "");
 		state->early.content_type = NULL;
+		return MHD_YES;
+	}
+
+	/* A browser's CORS preflight carries no token: with cors_origin set,
+	 * an API path answers it. */
+	if (http->allow_origin != NULL && strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0 &&
+	    api_endpoint_find(url) != NULL) {
+		state->preflight = true;
 		return MHD_YES;
 	}
 
@@ -252,6 +270,14 @@ static enum MHD_Result request_begin(struct http_api *http, struct MHD_Connectio
 	state->endpoint = api_endpoint_find(url);
 	if (state->endpoint == NULL)
 		return reply_early(state, MHD_HTTP_NOT_FOUND, HTTP_REPLY_NOT_FOUND);
+	if (state->endpoint->handle == NULL) {
+		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0) {
+			state->endpoint = NULL;
+			return reply_early(state, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_REPLY_METHOD_NOT_ALLOWED);
+		}
+		state->stream_request = true;
+		return MHD_YES;
+	}
 	if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
 		state->endpoint = NULL;
 		return reply_early(state, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_REPLY_METHOD_NOT_ALLOWED);
@@ -301,6 +327,93 @@ static enum MHD_Result request_resumed(struct http_api *http, struct MHD_Connect
 	return request_reply(http, connection, state, &reply);
 }
 
+static bool peer_gone_and_read(int fd);
+
+/* A stream has something to send: from any thread. */
+static void stream_resume(void *transport)
+{
+	struct connection *state = transport;
+
+	MHD_resume_connection(state->mhd);
+}
+
+/* libmicrohttpd asks for the stream's next bytes whenever the socket has
+ * room: a client that does not read is not asked. */
+static ssize_t stream_reader(void *context, uint64_t position, char *buffer, size_t max)
+{
+	struct connection *state = context;
+	ssize_t length;
+
+	(void)position;
+	length = api_stream_read(state->stream, buffer, max, peer_gone_and_read(state->fd));
+	if (length > 0)
+		return length;
+	if (length == API_STREAM_END)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	/* Nothing to send: suspended until the stream is woken. */
+	MHD_suspend_connection(state->mhd);
+	if (!api_stream_attach(state->stream, stream_resume, state))
+		MHD_resume_connection(state->mhd);
+	return 0;
+}
+
+/* GET /api/stream?subject=S&id=ID[&last_event_id=L]: the reply is the
+ * stream, or an error. */
+static enum MHD_Result stream_start(struct http_api *http, struct MHD_Connection *connection,
+                                    struct connection *state)
+{
+	const char *subject = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "subject");
+	const char *id = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "id");
+	const char *last = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Last-Event-ID");
+	struct api_reply reply;
+	struct api_stream *stream;
+	struct MHD_Response *response;
+	enum MHD_Result result;
+
+	if (last == NULL)
+		last = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "last_event_id");
+	stream = api_stream_open(http->api, subject ? subject : "", subject ? strlen(subject) : 0,
+	                         id ? id : "", id ? strlen(id) : 0, last, &reply);
+	if (stream == NULL)
+		return request_reply(http, connection, state, &reply);
+	state->mhd = connection;
+	pthread_mutex_lock(&http->connections_lock);
+	state->stream = stream;
+	pthread_mutex_unlock(&http->connections_lock);
+	response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, state, NULL);
+	if (response == NULL)
+		return MHD_NO;   /* request_completed closes the stream */
+	MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=UTF-8");
+	MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	/* Proxies such as nginx would buffer the events otherwise. */
+	MHD_add_response_header(response, "X-Accel-Buffering", "no");
+	if (http->allow_origin != NULL)
+		MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, http->allow_origin);
+	metrics_observe_request((size_t)(state->endpoint - api_endpoints), 200, seconds_since(&state->started));
+	result = MHD_queue_response(connection, MHD_HTTP_OK, response);
+	MHD_destroy_response(response);
+	return result;
+}
+
+/* The answer to a CORS preflight: what a page of the allowed origin may
+ * send (JSON bodies, a token, a stream's Last-Event-ID). */
+static enum MHD_Result preflight_reply(struct http_api *http, struct MHD_Connection *connection)
+{
+	struct MHD_Response *response = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result result;
+
+	if (response == NULL)
+		return MHD_NO;
+	MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, http->allow_origin);
+	MHD_add_response_header(response, "Access-Control-Allow-Methods", "GET, POST");
+	MHD_add_response_header(response, "Access-Control-Allow-Headers",
+	                        "Content-Type, Authorization, Last-Event-ID");
+	MHD_add_response_header(response, "Access-Control-Max-Age", "600");
+	result = MHD_queue_response(connection, MHD_HTTP_NO_CONTENT, response);
+	MHD_destroy_response(response);
+	return result;
+}
+
 /* The last call for a request: the whole body is in state. */
 static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connection *connection,
                                       struct connection *state)
@@ -310,8 +423,13 @@ static enum MHD_Result request_finish(struct http_api *http, struct MHD_Connecti
 
 	if (state->has_early_reply && !state->body_too_large) {
 		state->early.close_connection = quiescing;
+		state->early.allow_origin = http->allow_origin;
 		return http_server_reply(connection, &state->early);
 	}
+	if (state->stream_request)
+		return stream_start(http, connection, state);
+	if (state->preflight)
+		return preflight_reply(http, connection);
 	if (state->body_too_large) {
 		api_reply_static(&reply, MHD_HTTP_CONTENT_TOO_LARGE,
 		                 state->endpoint != NULL && state->endpoint->body == API_BODY_BATCH
@@ -349,6 +467,7 @@ static enum MHD_Result request_reply(struct http_api *http, struct MHD_Connectio
 		.close_connection = state->body_too_large || quiescing,
 		.header_name = reply.status == MHD_HTTP_TOO_MANY_REQUESTS ? MHD_HTTP_HEADER_RETRY_AFTER : NULL,
 		.header_value = "1",
+		.allow_origin = http->allow_origin,
 	};
 	return http_server_reply(connection, &http_reply);
 }
@@ -418,6 +537,15 @@ static void http_api_request_completed(void *context, struct MHD_Connection *con
 		state->hold = NULL;
 		pthread_mutex_unlock(&http->connections_lock);
 		api_hold_drop(http->api, hold);
+	}
+	if (state->stream != NULL) {
+		struct api_stream *stream;
+
+		pthread_mutex_lock(&http->connections_lock);
+		stream = state->stream;
+		state->stream = NULL;
+		pthread_mutex_unlock(&http->connections_lock);
+		api_stream_close(stream);
 	}
 	atomic_fetch_sub_explicit(&http->requests_in_flight, 1, memory_order_relaxed);
 	atomic_store_explicit(&state->idle_since_ms, monotonic_ms(), memory_order_relaxed);
@@ -513,6 +641,12 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 	}
 	http->api = api;
 	http->auth = options->auth;
+	if (options->cors_origin != NULL && options->cors_origin[0] != '\0' &&
+	    (http->allow_origin = strdup(options->cors_origin)) == NULL) {
+		snprintf(error, error_size, "out of memory");
+		http_api_free(http);
+		return NULL;
+	}
 	for (size_t i = 0; i < API_TEXT_COUNT; i++) {
 		size_t length;
 		const char *text = api_reply_text((enum api_reply_text)i, &length);
@@ -521,7 +655,10 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 		if (http->prepared[i] == NULL
 		    || MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_JSON_CONTENT_TYPE) != MHD_YES
 		    || (i == API_TEXT_OVERFLOW
-		        && MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)) {
+		        && MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)
+		    || (http->allow_origin != NULL
+		        && MHD_add_response_header(http->prepared[i], MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN,
+		                                   http->allow_origin) != MHD_YES)) {
 			snprintf(error, error_size, "out of memory");
 			http_api_free(http);
 			return NULL;
@@ -632,6 +769,13 @@ unsigned http_api_sweep(struct http_api *http)
 
 		if (state->cut_off || state->fd < 0)
 			continue;
+		if (state->stream != NULL) {
+			/* A stream is open by design, never cut off for time;
+			 * one whose client went away while it waited ends. */
+			if (peer_gone_and_read(state->fd))
+				api_stream_end(state->stream);
+			continue;
+		}
 		if (state->hold != NULL) {
 			/* A held fetch is waiting by design, never cut off for
 			 * time.  Its client may have gone, though: end the wait

@@ -18,6 +18,7 @@ struct http_api_options {
 	struct auth_guard *auth;     /* tokens for every path but /ready; may be NULL */
 	const char *tls_cert_file;   /* PEM; "" or NULL = plain HTTP */
 	const char *tls_key_file;    /* PEM */
+	const char *cors_origin;     /* Access-Control-Allow-Origin; "" or NULL = none */
 };
 
 struct http_api;

@@ -84,6 +84,8 @@ enum MHD_Result http_server_reply(struct MHD_Connection *connection, const struc
 		MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (reply->header_name != NULL)
 		MHD_add_response_header(response, reply->header_name, reply->header_value);
+	if (reply->allow_origin != NULL)
+		MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, reply->allow_origin);
 	result = MHD_queue_response(connection, reply->status, response);
 	MHD_destroy_response(response);
 	return result;

@@ -63,6 +63,7 @@ struct http_reply {
 	bool close_connection;     /* add "Connection: close" */
 	const char *header_name;   /* NULL, or one more header ... */
 	const char *header_value;  /* ... with this value */
+	const char *allow_origin;  /* NULL, or Access-Control-Allow-Origin */
 };
 
 /* Queues reply on connection.  An owned body is freed in every case.

@@ -36,6 +36,7 @@
 #include "monotonic.h"
 #include "notify.h"
 #include "pool.h"
+#include "stream.h"
 
 #ifndef GOPHERMQ_CONF
 #define GOPHERMQ_CONF "/etc/gophermq.conf"
@@ -210,6 +211,7 @@ static void api_limits_from_config(struct api_context *api, const struct config 
 	atomic_store(&api->fetch_max_wait_ms, config->fetch_max_wait_ms);
 	atomic_store(&api->max_batch_messages, config->max_batch_messages);
 	atomic_store(&api->max_batch_bytes, config->max_batch_bytes);
+	atomic_store(&api->stream_keepalive_ms, (uint64_t)config->stream_keepalive_s * 1000u);
 }
 
 /* Applies every reloadable option of config to the running modules. */
@@ -236,6 +238,8 @@ static void collect_metrics(struct metrics_snapshot *snapshot, void *context)
 	snapshot->async_queue_depth = pool_depth(daemon->pool);
 	snapshot->async_workers = pool_threads(daemon->pool);
 	snapshot->connections = daemon->http != NULL ? http_api_connections(daemon->http) : 0;
+	snapshot->streams = api_stream_open_count();
+	snapshot->stream_events = api_stream_events_sent();
 	snapshot->start_time_seconds = daemon->start_time;
 	snapshot->persistence = daemon->journal != NULL;
 	if (daemon->journal)
@@ -472,6 +476,7 @@ static int daemon_start(struct daemon *daemon)
 		.auth = daemon->api_auth,
 		.tls_cert_file = daemon->config.tls_cert_file,
 		.tls_key_file = daemon->config.tls_key_file,
+		.cors_origin = daemon->config.cors_origin,
 	};
 	daemon->http = http_api_start(&http_options, &daemon->api, error, sizeof(error));
 	if (daemon->http == NULL) {
@@ -506,8 +511,10 @@ static void daemon_stop(struct daemon *daemon)
 	if (daemon->http != NULL) {
 		unsigned left;
 
-		/* Held fetches are answered with what they have, and no fetch
-		 * is held from now on, so the requests in flight can finish. */
+		/* Streams end, held fetches are answered with what they have,
+		 * and no fetch is held from now on, so the requests in flight
+		 * can finish. */
+		api_stream_end_all();
 		if (daemon->broker != NULL)
 			broker_wake_all(daemon->broker);
 		left = http_api_quiesce(daemon->http, SHUTDOWN_GRACE_MS);

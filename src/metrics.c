@@ -323,6 +323,10 @@ size_t metrics_render(const struct metrics_snapshot *snapshot, char **result)
 	             broker->expired_copies);
 	render_value(&text, "gophermq_wildcard_subscriptions", "gauge",
 	             "Subscribed subjects with wildcards (* or >).", broker->wildcard_subjects);
+	render_value(&text, "gophermq_streams", "gauge",
+	             "Open event streams (/api/stream).", snapshot->streams);
+	render_value(&text, "gophermq_stream_events_total", "counter",
+	             "Message events sent on streams.", snapshot->stream_events);
 	render_batches(&text);
 	render_value(&text, "gophermq_async_queue_depth", "gauge",
 	             "Async publishes waiting for a worker.", snapshot->async_queue_depth);

@@ -33,6 +33,8 @@ struct metrics_snapshot {
 	uint64_t async_queue_depth;
 	uint64_t async_workers;
 	uint64_t connections;
+	uint64_t streams;            /* open /api/stream responses */
+	uint64_t stream_events;      /* events they have sent */
 	double start_time_seconds;   /* Unix time the daemon started */
 	bool persistence;            /* the journal families below are rendered */
 	struct journal_stats journal;

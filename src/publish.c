@@ -110,8 +110,7 @@ static void targets_push(struct broker *broker, struct broker_subject *const *su
 			queue_ring_push(&queue->fresh, message);
 			queue->held++;
 			queue->held_bytes += message->length;
-			if (message->expires_ms != 0 || queue->next_expiry != 0)
-				broker_expiry_note_fresh(broker, queue, message);
+			broker_expiry_note_fresh(broker, queue, message);
 		}
 	}
 }
@@ -148,7 +147,7 @@ static enum broker_status publish_to(struct broker *broker, const struct publish
 		for (struct queue *queue = targets->subjects[i]->queues; queue; queue = queue->subject_next)
 			if (queue_ring_reserve(&queue->fresh, 1, broker->allocate) != 0)
 				return BROKER_NO_MEMORY;
-	message->expires_ms = broker_expiry_deadline(broker, message->expires_ms, broker->clock_ms());
+	message->expires_ms = broker_expiry_deadline(broker, message->expires_ms);
 	if (broker->journal && !durable_publish(broker, broker->stats.last_seq + 1, &item, 1))
 		return BROKER_STORAGE;
 	message->seq = ++broker->stats.last_seq;
@@ -224,7 +223,7 @@ enum broker_status broker_publish_batch(struct broker *broker,
 {
 	struct publish_targets targets;
 	size_t *first;                 /* item i's subjects: targets[first[i], first[i + 1]) */
-	uint64_t *hashes, copies = 0, bytes = 0, now;
+	uint64_t *hashes, copies = 0, bytes = 0;
 	enum broker_status status = BROKER_OK;
 	size_t max_length = broker_max_subject_length(broker);
 
@@ -298,9 +297,8 @@ enum broker_status broker_publish_batch(struct broker *broker,
 			queue->batch_reserve = 0;
 		}
 	}
-	now = broker->clock_ms();
 	for (size_t i = 0; i < count; i++)
-		items[i].message->expires_ms = broker_expiry_deadline(broker, items[i].message->expires_ms, now);
+		items[i].message->expires_ms = broker_expiry_deadline(broker, items[i].message->expires_ms);
 	if (broker->journal && !durable_publish(broker, broker->stats.last_seq + 1, items, count)) {
 		*failed = 0;
 		status = BROKER_STORAGE;

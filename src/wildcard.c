@@ -57,6 +57,20 @@ static struct wildcard_node *literal_child(const struct wildcard_tree *tree,
 	return node ? hash_entry(node, struct wildcard_node, edge) : NULL;
 }
 
+static bool is_any_one(const char *token, size_t length);
+static bool is_any_rest(const char *token, size_t length);
+
+/* The child of node for token, wildcard or literal, or NULL. */
+static struct wildcard_node *child_of(const struct wildcard_tree *tree, const struct wildcard_node *node,
+                                      const char *token, size_t length)
+{
+	if (is_any_one(token, length))
+		return node->any_one;
+	if (is_any_rest(token, length))
+		return node->any_rest;
+	return literal_child(tree, node, token, length);
+}
+
 static size_t token_end(const char *subject, size_t length, size_t start)
 {
 	const char *dot = memchr(subject + start, '.', length - start);
@@ -141,14 +155,8 @@ int wildcard_insert(struct wildcard_tree *tree, const char *pattern, size_t leng
 	for (size_t start = 0; start < length;) {
 		size_t end = token_end(pattern, length, start), size = end - start;
 		const char *token = pattern + start;
-		struct wildcard_node *child;
+		struct wildcard_node *child = child_of(tree, node, token, size);
 
-		if (is_any_one(token, size))
-			child = node->any_one;
-		else if (is_any_rest(token, size))
-			child = node->any_rest;
-		else
-			child = literal_child(tree, node, token, size);
 		if (!child) {
 			child = node_new(node, token, size);
 			if (!child) {
@@ -175,15 +183,9 @@ void wildcard_remove(struct wildcard_tree *tree, const char *pattern, size_t len
 	struct wildcard_node *node = tree->root;
 
 	for (size_t start = 0; node && start < length;) {
-		size_t end = token_end(pattern, length, start), size = end - start;
-		const char *token = pattern + start;
+		size_t end = token_end(pattern, length, start);
 
-		if (is_any_one(token, size))
-			node = node->any_one;
-		else if (is_any_rest(token, size))
-			node = node->any_rest;
-		else
-			node = literal_child(tree, node, token, size);
+		node = child_of(tree, node, pattern + start, end - start);
 		start = end + 1;
 	}
 	if (!node || !node->value)

@@ -446,6 +446,7 @@ static struct expected predict_subscribe(struct run *run, const struct request *
 	if (field == INVALID ||
 	    (field == PRESENT && (options->max_deliver == 0 ||
 	                          !subject_valid(options->dead_letter, options->dead_letter_length) ||
+	                          !model_subject_literal(options->dead_letter, options->dead_letter_length) ||
 	                          model_bytes_equal(options->dead_letter, options->dead_letter_length,
 	                                            request->subject, request->subject_length))))
 		return expect_error(400, "invalid dead_letter");
@@ -565,7 +566,8 @@ static struct expected predict_batch(struct run *run, const struct request *requ
 		    !member_string(element, "subject", &item->subject, &item->subject_length) ||
 		    !member_string(element, "data", &item->data, &item->length))
 			error = expect_error(400, "request's body is invalid");
-		else if (!subject_valid(item->subject, item->subject_length))
+		else if (!subject_valid(item->subject, item->subject_length) ||
+		         !model_subject_literal(item->subject, item->subject_length))
 			error = expect_error(400, "invalid subject");
 		else if (item->length > MAX_MESSAGE_SIZE)
 			error = expect_error(413, "message too large");
@@ -598,7 +600,8 @@ static struct expected predict(struct run *run, enum mode mode, const struct req
 		                                          request->data_length));
 	case MODE_ASYNC_NO_POOL:
 	case MODE_ASYNC_POOL:
-		if (!subject_valid(request->subject, request->subject_length))
+		if (!subject_valid(request->subject, request->subject_length) ||
+		    !model_subject_literal(request->subject, request->subject_length))
 			return expect_error(400, "invalid subject");
 		if (request->data_length > MAX_MESSAGE_SIZE)
 			return expect_error(413, "message too large");
@@ -717,8 +720,13 @@ static void check_fetched(struct run *run, struct json_object *object, const str
 		           (unsigned long long)last_seq);
 		last_seq = (uint64_t)seq;
 		FUZZ_CHECK(attempt >= 1, "message %zu: attempt %lld", i, (long long)attempt);
+		/* A wildcard subscription's messages name the literal
+		 * subjects they were published to. */
 		text = member_text(item, "subject", &length);
-		FUZZ_CHECK(text_is(text, length, request->subject, request->subject_length),
+		FUZZ_CHECK(text != NULL && (text_is(text, length, request->subject, request->subject_length) ||
+		                            (model_subject_literal(text, length) &&
+		                             model_pattern_matches(request->subject, request->subject_length,
+		                                                   text, length))),
 		           "message %zu: not the subject published to", i);
 		text = member_text(item, "data", &length);
 		FUZZ_CHECK(text != NULL, "message %zu: data is no string", i);

@@ -200,12 +200,62 @@ static inline bool model_subject_valid(const char *subject, size_t length, size_
 		if (c == '.') {
 			if (token == 0)
 				return false;
+			/* ">" stands for the rest: only as the last token. */
+			if (token == 1 && subject[i - 1] == '>')
+				return false;
 			token = 0;
 		} else {
 			token++;
 		}
 	}
 	return token != 0;
+}
+
+/* The length of the token of subject that starts at start. */
+static inline size_t model_token_length(const char *subject, size_t length, size_t start)
+{
+	size_t end = start;
+
+	while (end < length && subject[end] != '.')
+		end++;
+	return end - start;
+}
+
+/* A subject a message can be published to: no "*" or ">" token. */
+static inline bool model_subject_literal(const char *subject, size_t length)
+{
+	for (size_t start = 0; start < length;) {
+		size_t token = model_token_length(subject, length, start);
+
+		if (token == 1 && (subject[start] == '*' || subject[start] == '>'))
+			return false;
+		start += token + 1;
+	}
+	return true;
+}
+
+/* Whether a subscription to pattern gets a publish to the literal
+ * subject: token by token, "*" any one token, ">" (last) one or more. */
+static inline bool model_pattern_matches(const char *pattern, size_t pattern_length,
+                                         const char *subject, size_t length)
+{
+	size_t p = 0, s = 0;
+
+	for (;;) {
+		size_t pt, st;
+
+		if (p >= pattern_length || s >= length)
+			return p >= pattern_length && s >= length;
+		pt = model_token_length(pattern, pattern_length, p);
+		st = model_token_length(subject, length, s);
+		if (pt == 1 && pattern[p] == '>')
+			return true;
+		if (!(pt == 1 && pattern[p] == '*') &&
+		    (pt != st || memcmp(pattern + p, subject + s, pt) != 0))
+			return false;
+		p += pt + 1;
+		s += st + 1;
+	}
 }
 
 /* A group name: 1-64 letters, digits, '-' or '_'. */
@@ -290,13 +340,20 @@ static inline bool model_queue_of_subject(const struct model_queue *queue, const
 	return queue->members > 0 && model_bytes_equal(queue->subject, queue->subject_length, subject, length);
 }
 
+/* Whether a publish to subject fills queue. */
+static inline bool model_queue_receives(const struct model_queue *queue, const char *subject, size_t length)
+{
+	return queue->members > 0 && model_subject_literal(subject, length) &&
+	       model_pattern_matches(queue->subject, queue->subject_length, subject, length);
+}
+
 /* How many queues (copies) a publish to subject fills. */
 static inline uint64_t model_copies(const struct model *model, const char *subject, size_t length)
 {
 	uint64_t copies = 0;
 
 	for (size_t i = 0; i < model->queue_count; i++)
-		copies += model_queue_of_subject(&model->queues[i], subject, length);
+		copies += model_queue_receives(&model->queues[i], subject, length);
 	return copies;
 }
 
@@ -575,7 +632,8 @@ static inline enum broker_status model_publish_status(const struct model *model,
 {
 	uint64_t copies;
 
-	if (!model_subject_valid(subject, subject_length, model->limits.max_subject_length))
+	if (!model_subject_valid(subject, subject_length, model->limits.max_subject_length) ||
+	    !model_subject_literal(subject, subject_length))
 		return BROKER_INVALID_SUBJECT;
 	copies = model_copies(model, subject, subject_length);
 	if (copies == 0)
@@ -613,7 +671,7 @@ static inline size_t model_accept(struct model *model, const char *subject, size
 	message->data = model_copy_bytes(data, length);
 	message->length = length;
 	for (size_t i = 0; i < model->queue_count; i++)
-		if (model_queue_of_subject(&model->queues[i], subject, subject_length))
+		if (model_queue_receives(&model->queues[i], subject, subject_length))
 			model_queue_append(model, &model->queues[i], model->message_count);
 	model->stats.published++;
 	return model->message_count++;
@@ -624,7 +682,7 @@ static inline size_t model_accept(struct model *model, const char *subject, size
 static inline void model_serve_subject(struct model *model, const char *subject, size_t length)
 {
 	for (size_t i = 0; i < model->queue_count; i++)
-		if (model_queue_of_subject(&model->queues[i], subject, length))
+		if (model_queue_receives(&model->queues[i], subject, length))
 			model_serve(model, i);
 }
 
@@ -659,7 +717,8 @@ static inline enum broker_status model_batch_status(const struct model *model, c
 
 	*index = 0;
 	for (size_t i = 0; i < count; i++) {
-		if (!model_subject_valid(items[i].subject, items[i].subject_length, model->limits.max_subject_length)) {
+		if (!model_subject_valid(items[i].subject, items[i].subject_length, model->limits.max_subject_length) ||
+		    !model_subject_literal(items[i].subject, items[i].subject_length)) {
 			*index = i;
 			return BROKER_INVALID_SUBJECT;
 		}
@@ -869,8 +928,8 @@ static inline void model_due_run(struct model *model, struct model_due *due, uin
 			if (!exhausts)
 				arriving += due->queues[d] == i;
 			else if (queue->dead_letter_length > 0)
-				arriving += model_queue_of_subject(&model->queues[i], queue->dead_letter,
-				                                   queue->dead_letter_length);
+				arriving += model_queue_receives(&model->queues[i], queue->dead_letter,
+				                                 queue->dead_letter_length);
 		}
 		if (arriving >= 2)
 			model->uncertain = true;
