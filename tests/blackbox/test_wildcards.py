@@ -14,7 +14,8 @@ Expiry: ttl_ms (1..31536000000) on publish, async publish and each batch
 message, message_ttl_ms (reloadable) for messages without one.  A copy not
 fetched in time is removed and counted (gophermq_messages_ttl_expired_total),
 frees its room in max_pending without any fetch, and is never delivered
-late: not to a fetch, a held fetch, or an ack subscription's redelivery.
+late: not to a fetch, a held fetch, a stream, or an ack subscription's
+redelivery.
 With persistence = "log", wildcard subscriptions and their messages
 survive a restart, and what expired while the daemon was down is gone.
 
@@ -26,12 +27,14 @@ harness.SCALE (10 under valgrind), and expiry is awaited by polling the
 metrics: these tests check behaviour, never speed.
 """
 
+import http.client
 import json
 import os
 import re
 import signal
 import sys
 import time
+import urllib.parse
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -854,6 +857,67 @@ class DefaultTtlTest(WildcardTestCase):
         self.assertEqual(self.received(d, p + ".kept", kept), [(p + ".kept", "kept")])
         self.assertEqual(self.received(d, p + ".marker", marker), [])
         self.assertEqual(self.metric(d, EXPIRED), 5)
+
+
+class StreamTest(WildcardTestCase):
+    """GET /api/stream of a wildcard subscription: each event names the
+    subject its message was published to; an expired copy is not sent."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = cls.start_class_daemon()
+
+    def open_stream(self, subject, sid):
+        connection = http.client.HTTPConnection(self.d.api_host, self.d.api_port,
+                                                timeout=harness.REQUEST_TIMEOUT)
+        self.addCleanup(connection.close)
+        connection.request("GET", "/api/stream?" + urllib.parse.urlencode({"subject": subject, "id": sid}))
+        response = connection.getresponse()
+        self.assertEqual(response.status, 200, response.read(300) if response.status != 200 else "")
+        return response
+
+    def next_event(self, response):
+        """The decoded data of the stream's next event (comments skipped)."""
+        fields = {}
+        while True:
+            line = response.readline()
+            if not line:
+                raise AssertionError("the stream ended")
+            line = line.decode("utf-8").rstrip("\n")
+            if not line:
+                if "data" in fields:
+                    return json.loads(fields["data"])
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+
+    def test_a_wildcard_stream_sends_each_message_with_its_published_subject(self):
+        p = prefix()
+        pattern = p + ".>"
+        sid = self.sub(self.d, pattern)
+        self.publish(self.d, p + ".a", "one")
+        self.publish(self.d, p + ".b.c", "two")
+        stream = self.open_stream(pattern, sid)
+        events = [self.next_event(stream), self.next_event(stream)]
+        self.publish(self.d, p + ".d.e.f", "three")
+        events.append(self.next_event(stream))
+        self.assertEqual([(e["subject"], e["data"], e["attempt"]) for e in events],
+                         [(p + ".a", "one", 1), (p + ".b.c", "two", 1), (p + ".d.e.f", "three", 1)])
+        self.assertEqual(sorted(e["seq"] for e in events), [e["seq"] for e in events])
+
+    def test_a_stream_opened_after_a_ttl_passed_does_not_send_that_message(self):
+        p = prefix()
+        pattern = p + ".*"
+        sid = self.sub(self.d, pattern)
+        expired = self.metric(self.d, EXPIRED)
+        self.publish_ttl(self.d, p + ".a", "short", SHORT_TTL)
+        time.sleep(seconds(SHORT_TTL) + 0.05 * S)          # past the ttl: expired, whether swept or not
+        stream = self.open_stream(pattern, sid)
+        self.publish_ttl(self.d, p + ".b", "long", LONG_TTL)
+        event = self.next_event(stream)
+        self.assertEqual((event["subject"], event["data"]), (p + ".b", "long"))
+        self.assertEqual(self.metric(self.d, EXPIRED), expired + 1)
 
 
 # ---------------------------------------------------------------------------
