@@ -428,12 +428,13 @@ static void handle_publish(struct api_context *context, const struct request *re
 	struct broker_message *message;
 	int64_t ttl_ms = read_ttl(request);
 
+	/* The original's order (size, then subject), ttl_ms last. */
 	if (data_too_large(context, request->data_length)) {
 		api_reply_static(reply, 413, API_TEXT_TOO_LARGE);
 		return;
 	}
 	if (ttl_ms < 0) {
-		api_reply_static(reply, 400, broker_subject_valid(request->subject, request->subject_length, 0)
+		api_reply_static(reply, 400, publish_subject_valid(context, request->subject, request->subject_length)
 		                             ? API_TEXT_INVALID_TTL : API_TEXT_INVALID_SUBJECT);
 		return;
 	}
@@ -474,12 +475,12 @@ static void handle_publish_async(struct api_context *context, const struct reque
 		api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
 		return;
 	}
-	if (ttl_ms < 0) {
-		api_reply_static(reply, 400, API_TEXT_INVALID_TTL);
-		return;
-	}
 	if (data_too_large(context, request->data_length)) {
 		api_reply_static(reply, 413, API_TEXT_TOO_LARGE);
+		return;
+	}
+	if (ttl_ms < 0) {
+		api_reply_static(reply, 400, API_TEXT_INVALID_TTL);
 		return;
 	}
 	if (context->pool == NULL) {
@@ -549,13 +550,13 @@ static void handle_publish_batch(struct api_context *context, const struct reque
 			reply_error_at(reply, 400, API_TEXT_INVALID_SUBJECT, i);
 			return;
 		}
+		if (data_too_large(context, message.data_length)) {
+			reply_error_at(reply, 413, API_TEXT_TOO_LARGE, i);
+			return;
+		}
 		if (message.ttl == REQUEST_INVALID ||
 		    (message.ttl == REQUEST_PRESENT && message.ttl_ms > (int64_t)BROKER_TTL_MAX_MS)) {
 			reply_error_at(reply, 400, API_TEXT_INVALID_TTL, i);
-			return;
-		}
-		if (data_too_large(context, message.data_length)) {
-			reply_error_at(reply, 413, API_TEXT_TOO_LARGE, i);
 			return;
 		}
 	}

@@ -495,6 +495,8 @@ class DiskFullTest(harness.DaemonTestCase):
         metrics = daemon.metrics()
         self.assertEqual(metrics.value("gophermq_journal_failed"), 1)
         self.assertGreater(metrics.value("gophermq_journal_write_errors_total"), 0)
+        # The log line comes through a pipe: wait for it, then count.
+        daemon.wait_for_log(r"changes are refused \(507\)", timeout=10)
         self.assertEqual(daemon.log().count("changes are refused (507)"), 1)
         # A refused publish changed nothing: the subscriber has exactly
         # what was answered 200.

@@ -143,6 +143,7 @@ struct call {
 	uint64_t delay_ms;
 	struct model_item *items;
 	size_t item_count;
+	bool ttl;                    /* a message carries a valid ttl_ms */
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -416,6 +417,18 @@ static bool subject_valid(const char *subject, size_t length)
 	return model_subject_valid(subject, length, limits.max_subject_length);
 }
 
+/* A message's ttl_ms: absent, valid (1 ms to a year) or invalid.  The
+ * model does not follow expiry: a publish that stores a message with a
+ * ttl makes it uncertain. */
+static enum field ttl_field(struct json_object *object, struct call *call)
+{
+	int64_t ttl_ms;
+	enum field field = field_integer(object, "ttl_ms", 1, (int64_t)BROKER_TTL_MAX_MS, &ttl_ms);
+
+	call->ttl |= field == PRESENT;
+	return field;
+}
+
 /* Subscribe: body, subject, then group, ack, ack_wait_ms, max_deliver,
  * dead_letter; the ack options only with "ack":true, dead_letter only with
  * max_deliver >= 1, a valid subject other than the subscription's own. */
@@ -571,6 +584,8 @@ static struct expected predict_batch(struct run *run, const struct request *requ
 			error = expect_error(400, "invalid subject");
 		else if (item->length > MAX_MESSAGE_SIZE)
 			error = expect_error(413, "message too large");
+		else if (ttl_field(element, call) == INVALID)
+			error = expect_error(400, "invalid ttl_ms");
 		else
 			continue;
 		error.index = i;
@@ -596,6 +611,10 @@ static struct expected predict(struct run *run, enum mode mode, const struct req
 	case MODE_PUBLISH:
 		if (request->data_length > MAX_MESSAGE_SIZE)
 			return expect_error(413, "message too large");
+		if (ttl_field(request->object, call) == INVALID)
+			return subject_valid(request->subject, request->subject_length) &&
+			       model_subject_literal(request->subject, request->subject_length)
+			       ? expect_error(400, "invalid ttl_ms") : expect_error(400, "invalid subject");
 		return expect_status(model_publish_status(model, request->subject, request->subject_length,
 		                                          request->data_length));
 	case MODE_ASYNC_NO_POOL:
@@ -605,6 +624,8 @@ static struct expected predict(struct run *run, enum mode mode, const struct req
 			return expect_error(400, "invalid subject");
 		if (request->data_length > MAX_MESSAGE_SIZE)
 			return expect_error(413, "message too large");
+		if (ttl_field(request->object, call) == INVALID)
+			return expect_error(400, "invalid ttl_ms");
 		if (mode == MODE_ASYNC_NO_POOL)
 			return expect_error(503, "async queue full");
 		return expect_ok();
@@ -988,6 +1009,8 @@ static void request_run(struct run *run, enum mode mode, const uint8_t *raw, siz
 		}
 		json_object_put(object);
 	}
+	if (call.ttl && reply.status == 200)
+		run->model.uncertain = true;
 	if (mode == MODE_ASYNC_POOL && expected.status == 200)
 		model_publish_apply(&run->model, request.subject, request.subject_length, request.data,
 		                    request.data_length, async_status);
