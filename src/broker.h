@@ -230,13 +230,18 @@ enum broker_status broker_fetch_wait(struct broker *broker,
                                      uint64_t wait_ms, struct broker_waiter *waiter);
 
 /* A stream of subscriber id of subject begins: it counts as activity
- * until broker_stream_closed().  When resend is true, the subscriber's
- * in-flight messages (ack subscriptions) with seq > after are queued again
- * at once, before newer messages; *resent says how many.  Returns
- * BROKER_OK, BROKER_INVALID_SUBJECT or BROKER_BAD_ID. */
+ * until broker_stream_closed().  Returns BROKER_OK, BROKER_INVALID_SUBJECT
+ * or BROKER_BAD_ID. */
 enum broker_status broker_stream_opened(struct broker *broker, const char *subject, size_t subject_length,
-                                        const char *id, size_t id_length, bool resend, uint64_t after,
-                                        size_t *resent);
+                                        const char *id, size_t id_length);
+/* The subscriber's in-flight messages (ack subscriptions) with seq > after
+ * are queued again at once, before newer messages, and handed to the
+ * waiters parked then; *resent says how many.  A stream resuming from a
+ * last event id calls it once the subscriber's older stream has stopped
+ * waiting, so that they are not handed to that one.  Returns as
+ * broker_stream_opened(). */
+enum broker_status broker_stream_resend(struct broker *broker, const char *subject, size_t subject_length,
+                                        const char *id, size_t id_length, uint64_t after, size_t *resent);
 void broker_stream_closed(struct broker *broker, const char *id, size_t id_length);
 
 /* Returns the messages of a batch that could not be delivered (its reply

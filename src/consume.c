@@ -691,8 +691,22 @@ void broker_batch_give_back(struct broker *broker, const char *id, size_t id_len
 /* --- streams ------------------------------------------------------------ */
 
 enum broker_status broker_stream_opened(struct broker *broker, const char *subject, size_t subject_length,
-                                        const char *id, size_t id_length, bool resend, uint64_t after,
-                                        size_t *resent)
+                                        const char *id, size_t id_length)
+{
+	enum broker_status status;
+	struct broker_subscriber *subscriber;
+
+	subscriber = broker_lock_subscriber(broker, subject, subject_length, id, id_length, &status);
+	if (!subscriber)
+		return status;
+	subscriber->streaming++;
+	broker_touch(broker, subscriber);
+	broker_unlock(broker);
+	return BROKER_OK;
+}
+
+enum broker_status broker_stream_resend(struct broker *broker, const char *subject, size_t subject_length,
+                                        const char *id, size_t id_length, uint64_t after, size_t *resent)
 {
 	enum broker_status status;
 	struct broker_subscriber *subscriber;
@@ -702,10 +716,8 @@ enum broker_status broker_stream_opened(struct broker *broker, const char *subje
 	subscriber = broker_lock_subscriber(broker, subject, subject_length, id, id_length, &status);
 	if (!subscriber)
 		return status;
-	subscriber->streaming++;
-	broker_touch(broker, subscriber);
 	queue = subscriber->queue;
-	if (resend && queue->ack) {
+	if (queue->ack) {
 		/* Requeueing moves deliveries between the timers and the
 		 * retry list; the table is left as it is. */
 		for (size_t i = 0; queue->deliveries.buckets && i <= queue->deliveries.mask; i++) {

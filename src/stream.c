@@ -126,7 +126,7 @@ struct api_stream *api_stream_open(struct api_context *context,
 	enum broker_status status;
 	uint64_t after = 0;
 	bool resend = parse_event_id(last_event_id, &after);
-	size_t resent;
+	size_t resent = 0;
 
 	if (!broker_subject_valid(subject, subject_length, 0)) {
 		api_reply_static(reply, 400, API_TEXT_INVALID_SUBJECT);
@@ -147,10 +147,11 @@ struct api_stream *api_stream_open(struct api_context *context,
 	memcpy(stream->names, subject, subject_length);
 	memcpy(stream->names + subject_length + 1, id, id_length);
 
-	/* One stream per subscriber: the older one ends. */
+	/* One stream per subscriber: the older one ends.  It stops waiting
+	 * before the in-flight messages are sent again, or a parked older
+	 * stream would be handed them and send them to its client. */
 	pthread_mutex_lock(&streams_lock);
-	status = broker_stream_opened(context->broker, subject, subject_length, id, id_length,
-	                              resend, after, &resent);
+	status = broker_stream_opened(context->broker, subject, subject_length, id, id_length);
 	if (status != BROKER_OK) {
 		pthread_mutex_unlock(&streams_lock);
 		free(stream);
@@ -160,6 +161,9 @@ struct api_stream *api_stream_open(struct api_context *context,
 	for (struct api_stream *other = streams; other; other = other->next)
 		if (other->id_length == id_length && memcmp(stream_id(other), id, id_length) == 0)
 			stream_end_locked(other);
+	/* A subscriber gone meanwhile ends this stream at its first take. */
+	if (resend)
+		(void)broker_stream_resend(context->broker, subject, subject_length, id, id_length, after, &resent);
 	stream->next = streams;
 	if (streams)
 		streams->previous = stream;
