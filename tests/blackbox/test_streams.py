@@ -77,6 +77,18 @@ def daemon_has_asan():
         return False
 
 
+def socket_buffer_bound():
+    """More bytes than the kernel can hold for one loopback TCP connection
+    whose reader has a small receive buffer: the sender's largest send
+    buffer (tcp_wmem's maximum) and a MiB for the rest."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem", encoding="ascii") as handle:
+            largest = int(handle.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        largest = 4 << 20
+    return largest + (1 << 20)
+
+
 class EventStream:
     """One GET /api/stream on a raw socket, read as an EventSource would.
 
@@ -355,6 +367,26 @@ class StreamTestCase(DaemonTestCase):
         seqs = [m["seq"] for m in messages]
         self.assertEqual(seqs, sorted(set(seqs)), "seqs in order, no repeats")
         return seqs
+
+    def fill_stuck_stream(self, d, subject, **fields):
+        """Publishes numbered 1 KiB messages ("000042 zzz...") to subject,
+        whose stream's client reads nothing, until more than the socket's
+        buffers can hold went out: some are then left in the broker.
+        Returns how many were published."""
+        published = 0
+        bound = socket_buffer_bound()
+        with d.client() as client:
+            while published * 1024 <= bound:
+                batch = [dict(fields, subject=subject, data="%06d " % (published + n) + "z" * 1017)
+                         for n in range(64)]
+                status, reply = self.post(d, "/api/publish/batch", {"messages": batch}, client=client)
+                self.assertEqual(status, 200, reply)
+                published += len(batch)
+        return published
+
+    def numbered(self, events):
+        """The numbers of fill_stuck_stream()'s messages in events."""
+        return [int(self.message(event)["data"].split(" ")[0]) for event in events]
 
     def wait_streams(self, d, count):
         d.wait_metric("gophermq_streams", lambda value: value == count)
@@ -903,15 +935,7 @@ class StreamShutdownTest(StreamTestCase):
         stream = EventStream(d, stream_path(subject, subscriber), rcvbuf=4096, defer_head=True)
         self.addCleanup(stream.close)
         self.wait_streams(d, 2)
-        published = 0
-        with d.client() as client:
-            while d.metrics().value("gophermq_pending_messages") < 100:
-                self.assertLess(published, 20000, "the stream never stopped taking messages")
-                batch = [{"subject": subject, "data": "%06d " % (published + n) + "y" * 1000}
-                         for n in range(100)]
-                status, reply = self.post(d, "/api/publish/batch", {"messages": batch}, client=client)
-                self.assertEqual(status, 200, reply)
-                published += len(batch)
+        published = self.fill_stuck_stream(d, subject)
         d.signal(signal.SIGTERM)
         # Both streams end cleanly: the reader gets the rest of its body,
         # up to its last chunk.
@@ -919,15 +943,13 @@ class StreamShutdownTest(StreamTestCase):
         stream.read_head()
         self.assertEqual(stream.status, 200)
         self.assertEqual(stream.next_item(), ("comment", "open"))
-        streamed = [int(self.message(event)["data"].split(" ")[0])
-                    for event in stream.read_to_end(timeout=harness.scaled(60))]
+        streamed = self.numbered(stream.read_to_end(timeout=harness.scaled(60)))
         self.assertEqual(d.wait_exit(), 0)
         self.assertLess(len(streamed), published, "some messages were not sent")
         # After a restart the stream gets the rest: nothing lost, nothing twice.
         d.start()
         resumed = self.open_stream(d, subject, subscriber)
-        rest = [int(self.message(event)["data"].split(" ")[0])
-                for event in resumed.events(published - len(streamed), timeout=harness.scaled(30))]
+        rest = self.numbered(resumed.events(published - len(streamed), timeout=harness.scaled(30)))
         self.assertEqual(streamed + rest, list(range(published)))
         self.publish(d, subject, "sentinel")
         self.assertEqual(self.message(resumed.next_event())["data"], "sentinel")
