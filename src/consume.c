@@ -658,11 +658,16 @@ void broker_batch_give_back(struct broker *broker, const char *id, size_t id_len
 	queue = subscriber->queue;
 	if (batch->in_flight) {
 		/* The deliveries hold their own references: take them back
-		 * from the consumer as if never handed out. */
+		 * from the consumer as if never handed out.  Only the copies
+		 * still as this batch got them: one queued again meanwhile (a
+		 * stream resuming from a last event id, its ack wait) and
+		 * taken since, by a newer stream of the same subscriber, has a
+		 * higher attempt and is that one's now. */
 		for (size_t i = 0; i < batch->count; i++) {
 			struct delivery *delivery = delivery_table_find(&queue->deliveries, batch->messages[i]->seq);
 
-			if (delivery && delivery_in_flight(delivery) && delivery->owner.consumer == subscriber) {
+			if (delivery && delivery_in_flight(delivery) && delivery->owner.consumer == subscriber &&
+			    (!batch->attempts || delivery->attempt == batch->attempts[i])) {
 				delivery->attempt--;
 				broker_requeue(broker, queue, delivery, false);
 			}
