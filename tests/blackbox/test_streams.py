@@ -370,9 +370,9 @@ class StreamTestCase(DaemonTestCase):
 
     def fill_stuck_stream(self, d, subject, **fields):
         """Publishes numbered 1 KiB messages ("000042 zzz...") to subject,
-        whose stream's client reads nothing, until more than the socket's
-        buffers can hold went out: some are then left in the broker.
-        Returns how many were published."""
+        more than the socket's buffers can hold: to a stream whose client
+        reads nothing (opened before or after), some are then left in the
+        broker.  Returns how many were published."""
         published = 0
         bound = socket_buffer_bound()
         with d.client() as client:
@@ -837,6 +837,74 @@ class SlowReaderTest(StreamTestCase):
             d.wait_metric("gophermq_pending_messages", lambda value: value == 0)
             self.publish(d, subject, "after", client=client)
             self.assert_messages([stream.next_event()], subject, ["after"])
+
+
+class StuckStreamTest(StreamTestCase):
+    """A stream whose client stopped reading holds what it took from the
+    queue and has not sent yet (at most one batch).  Those messages are
+    not delivered: they must not be sent once expired, and a newer stream
+    of the subscriber must get them, in order.
+
+    The messages are published before the stream opens: it then takes
+    whole batches (64 of these messages) from a long queue and is almost
+    always in the middle of one when its socket's buffers are full."""
+
+    def stalled_stream(self, d, subject, subscriber):
+        """A stream whose client reads nothing, opened on a backlog larger
+        than its socket's buffers, once it has stopped sending."""
+        stream = EventStream(d, stream_path(subject, subscriber), rcvbuf=4096, defer_head=True)
+        self.addCleanup(stream.close)
+        self.wait_streams(d, 1)
+        sent = d.wait_metric("gophermq_stream_events_total", lambda value: value > 0)
+        while True:
+            time.sleep(0.2 * S)
+            now = d.metrics().value("gophermq_stream_events_total")
+            if now == sent:
+                return stream
+            sent = now
+
+    def test_messages_expiring_while_the_reader_does_not_read_are_never_sent(self):
+        d = self.start_daemon()
+        subject = unique_subject("stuck")
+        subscriber = self.subscribe(d, subject)
+        self.fill_stuck_stream(d, subject, ttl_ms=ms(1500))
+        stream = self.stalled_stream(d, subject, subscriber)
+        # Every copy left in the queue has expired: so has every message
+        # published before them, sent or not.
+        d.wait_metric("gophermq_messages_ttl_expired_total", lambda value: value >= 1,
+                      timeout=harness.scaled(30))
+        d.wait_metric("gophermq_pending_messages", lambda value: value == 0, timeout=harness.scaled(30))
+        sent = int(d.metrics().value("gophermq_stream_events_total"))
+        stream.read_head()
+        self.assertEqual(stream.next_item(), ("comment", "open"))
+        received = self.numbered(stream.events(sent, timeout=harness.scaled(60)))
+        self.assertEqual(received, list(range(sent)))
+        # What had not gone out when the messages expired never does.
+        self.publish(d, subject, "sentinel")
+        self.assertEqual(self.message(stream.next_event())["data"], "sentinel",
+                         "expired messages were sent after %d in time" % sent)
+
+    def test_a_new_stream_gets_what_a_stuck_older_stream_has_not_sent(self):
+        d = self.start_daemon()
+        subject = unique_subject("stuck")
+        subscriber = self.subscribe(d, subject)
+        published = self.fill_stuck_stream(d, subject)
+        stuck = self.stalled_stream(d, subject, subscriber)
+        newer = self.open_stream(d, subject, subscriber)
+        self.publish(d, subject, "sentinel")
+        received = []
+        while True:
+            message = self.message(newer.next_event(timeout=harness.scaled(30)))
+            if message["data"] == "sentinel":
+                break
+            received.append(int(message["data"].split(" ")[0]))
+        # The older stream sends what it had sent already, and ends.
+        stuck.read_head()
+        self.assertEqual(stuck.next_item(), ("comment", "open"))
+        sent = self.numbered(stuck.read_to_end(timeout=harness.scaled(60)))
+        self.assertEqual(sent + received, list(range(published)),
+                         "the older stream sent %d; the newer one got %d before a message published "
+                         "after it opened" % (len(sent), len(received)))
 
 
 # ---------------------------------------------------------------------------
