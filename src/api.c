@@ -639,7 +639,7 @@ static bool read_fetch(struct api_context *context, const struct request *reques
 	enum request_field field;
 	uint64_t max_wait = atomic_load_explicit(&context->fetch_max_wait_ms, memory_order_relaxed);
 
-	*fetch = (struct fetch_request){ { 0, 0, false }, 0, false };
+	*fetch = (struct fetch_request){ { 0, 0, false, NULL, NULL }, 0, false };
 	field = request_integer(request, "max", 1, INT64_MAX, &number);
 	if (field == REQUEST_INVALID) {
 		api_reply_static(reply, 400, API_TEXT_INVALID_MAX);
@@ -867,7 +867,7 @@ void api_hold_reply(struct api_context *context, struct api_hold *hold, struct a
 static void handle_fetch(struct api_context *context, const struct request *request,
                          struct api_reply *reply)
 {
-	struct fetch_request fetch = { { 0, 0, false }, 0, false };
+	struct fetch_request fetch = { { 0, 0, false, NULL, NULL }, 0, false };
 	struct broker_batch batch;
 	enum broker_status status;
 	struct api_hold *hold;

@@ -72,6 +72,11 @@ struct broker_fetch_options {
 	size_t max;                  /* most messages; 0 = no limit (fetch_max_batch applies) */
 	size_t max_bytes;            /* stop before the data exceeds this, but take one; 0 = none */
 	bool peek;                   /* look only: remove nothing, start no timer */
+	/* When set, max_bytes bounds the sum of cost(message) rather than of
+	 * the data's lengths (a stream: the bytes of the events).  Called
+	 * with the broker's lock held. */
+	size_t (*cost)(const struct broker_message *message, void *context);
+	void *cost_context;
 };
 
 /* Messages handed out by a fetch, oldest first.  The batch owns one

@@ -174,7 +174,8 @@ static size_t queue_take_count(const struct broker *broker, const struct queue *
 	if (options->max_bytes > 0) {
 		for (size_t i = 0; i < count; i++) {
 			struct delivery *delivery;
-			size_t length = queue_available_at(queue, i, &delivery)->length;
+			const struct broker_message *message = queue_available_at(queue, i, &delivery);
+			size_t length = options->cost ? options->cost(message, options->cost_context) : message->length;
 
 			if (i > 0 && (length > options->max_bytes || bytes > options->max_bytes - length))
 				return i;
@@ -565,7 +566,7 @@ bool broker_waiter_cancel(struct broker *broker, struct broker_waiter *waiter)
 
 /* --- fetch ------------------------------------------------------------- */
 
-static const struct broker_fetch_options fetch_everything = { 0, 0, false };
+static const struct broker_fetch_options fetch_everything = { 0, 0, false, NULL, NULL };
 
 enum broker_status broker_fetch_wait(struct broker *broker,
                                      const char *subject, size_t subject_length,

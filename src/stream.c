@@ -39,6 +39,7 @@ struct api_stream {
 	/* The request thread's own. */
 	bool parked;                            /* waiter is parked, or woken and unread */
 	bool opened;                            /* the first comment went out */
+	bool finished;                          /* ends once out is handed over */
 	struct broker_batch batch;              /* taken messages ... */
 	size_t sent;                            /* ... of which this many were formatted */
 	char *out;                              /* the bytes being handed over */
@@ -208,17 +209,52 @@ static void out_put_number(struct api_stream *stream, uint64_t number)
 
 #define out_put_text(stream, text) out_put(stream, text, sizeof(text) - 1)
 
+#define ATTEMPT_DIGITS_MAX 10
+
+static size_t decimal_digits(uint64_t number)
+{
+	size_t digits = 1;
+
+	while (number >= 10) {
+		number /= 10;
+		digits++;
+	}
+	return digits;
+}
+
+/* The subject a message's event names: the one it was published to. */
+static const char *event_subject(const struct api_stream *stream, const struct broker_message *message,
+                                 size_t *length)
+{
+	if (message->subject_length > 0) {
+		*length = message->subject_length;
+		return broker_message_subject(message);
+	}
+	*length = stream->subject_length;
+	return stream->names;
+}
+
+/* The bytes of message's event (its attempt counted at its widest): what
+ * a take may put in the room the transport offers.  Broker's lock held. */
+static size_t event_cost(const struct broker_message *message, void *context)
+{
+	size_t subject_length;
+	const char *subject = event_subject(context, message, &subject_length);
+
+	return sizeof(EVENT_ID EVENT_HEAD EVENT_SUBJECT EVENT_ATTEMPT EVENT_DATA EVENT_END) - 1 +
+	       2 * decimal_digits(message->seq) + ATTEMPT_DIGITS_MAX +
+	       escape_json_length(subject, subject_length) + escape_json_length(message->data, message->length);
+}
+
 /* Formats the event of the batch's next message into out.  False when
  * out of memory. */
 static bool format_event(struct api_stream *stream)
 {
 	const struct broker_message *message = stream->batch.messages[stream->sent];
 	uint32_t attempt = stream->batch.attempts ? stream->batch.attempts[stream->sent] : 1;
-	const char *subject = message->subject_length > 0 ? broker_message_subject(message) : stream->names;
-	size_t subject_length = message->subject_length > 0 ? message->subject_length : stream->subject_length;
-	size_t size = sizeof(EVENT_ID EVENT_HEAD EVENT_SUBJECT EVENT_ATTEMPT EVENT_DATA EVENT_END) + 3 * 20 +
-	              escape_json_length(subject, subject_length) +
-	              escape_json_length(message->data, message->length);
+	size_t subject_length;
+	const char *subject = event_subject(stream, message, &subject_length);
+	size_t size = event_cost(message, stream) + 1;
 
 	stream->out_length = stream->out_done = 0;
 	if (!out_reserve(stream, size))
@@ -266,12 +302,13 @@ static void batch_finish(struct api_stream *stream)
 	stream->sent = 0;
 }
 
-/* Takes the next messages, or parks.  Returns 1 when messages were taken
- * (or there is a keepalive to send), API_STREAM_PARKED or API_STREAM_END. */
-static int stream_take(struct api_stream *stream)
+/* Takes the next messages whose events fit in room bytes (at least one),
+ * or parks.  Returns 1 when messages were taken, API_STREAM_PARKED or
+ * API_STREAM_END. */
+static int stream_take(struct api_stream *stream, size_t room)
 {
 	struct api_context *context = stream->context;
-	struct broker_fetch_options options = { STREAM_BATCH_MESSAGES, STREAM_BATCH_BYTES, false };
+	struct broker_fetch_options options = { STREAM_BATCH_MESSAGES, room, false, event_cost, stream };
 	uint64_t keepalive = atomic_load_explicit(&context->stream_keepalive_ms, memory_order_relaxed);
 	enum broker_status status;
 
@@ -295,64 +332,97 @@ static int stream_take(struct api_stream *stream)
 	return 1;
 }
 
+/* The bytes of out that fit go to buffer at *written.  True when all of
+ * out went. */
+static bool out_copy(struct api_stream *stream, char *buffer, size_t max, size_t *written)
+{
+	size_t length = stream->out_length - stream->out_done;
+
+	if (length > max - *written)
+		length = max - *written;
+	memcpy(buffer + *written, stream->out + stream->out_done, length);
+	stream->out_done += length;
+	*written += length;
+	return stream->out_done == stream->out_length;
+}
+
+/* One call hands over at most one take, sized to the room it is offered,
+ * and keeps nothing it took but the rest of an event it began: a client
+ * that stops reading holds no message back from a newer stream, from
+ * expiry or from the pending limits. */
 ssize_t api_stream_read(struct api_stream *stream, char *buffer, size_t max, bool peer_gone)
 {
-	for (;;) {
-		if (stream->out_done < stream->out_length) {
-			size_t length = stream->out_length - stream->out_done;
+	size_t written = 0;
 
-			length = length < max ? length : max;
-			memcpy(buffer, stream->out + stream->out_done, length);
-			stream->out_done += length;
-			return (ssize_t)length;
+	while (written < max) {
+		if (stream->out_done < stream->out_length) {
+			if (!out_copy(stream, buffer, max, &written))
+				break;
+			continue;
 		}
+		if (stream->finished)
+			break;
 		if (!stream->opened) {
 			stream->opened = true;
 			if (!format_text(stream, STREAM_OPEN_COMMENT, sizeof(STREAM_OPEN_COMMENT) - 1))
-				return API_STREAM_END;
+				stream->finished = true;
 			continue;
 		}
 		if (stream->parked) {
 			/* Woken: the waiter's outcome is in. */
 			if (atomic_load(&stream->wait) != WAIT_WOKEN)
-				return API_STREAM_PARKED;   /* resumed by a peer check; still waiting */
+				break;
 			stream->parked = false;
-			if (stream->waiter.status != BROKER_OK) {
-				broker_batch_release(&stream->waiter.batch);
-				return API_STREAM_END;
-			}
 			stream->batch = stream->waiter.batch;
 			stream->waiter.batch = (struct broker_batch){ 0 };
 			stream->sent = 0;
+			if (stream->waiter.status != BROKER_OK) {
+				broker_batch_release(&stream->batch);
+				stream->finished = true;
+				continue;
+			}
 			if (stream->batch.count == 0) {
 				/* The wait ended: a keepalive, unless the stream is over. */
-				if (atomic_load(&stream->ended) || peer_gone)
-					return API_STREAM_END;
-				if (!format_text(stream, STREAM_KEEPALIVE, sizeof(STREAM_KEEPALIVE) - 1))
-					return API_STREAM_END;
+				if (atomic_load(&stream->ended) || peer_gone ||
+				    !format_text(stream, STREAM_KEEPALIVE, sizeof(STREAM_KEEPALIVE) - 1))
+					stream->finished = true;
 				continue;
 			}
 		}
 		if (stream->sent < stream->batch.count) {
-			if (atomic_load(&stream->ended) || peer_gone || !format_event(stream)) {
-				batch_finish(stream);
-				return API_STREAM_END;
-			}
+			if (atomic_load(&stream->ended) || peer_gone || !format_event(stream))
+				stream->finished = true;
 			continue;
 		}
-		if (stream->batch.count > 0)
+		if (stream->batch.count > 0) {
 			batch_finish(stream);
-		if (atomic_load(&stream->ended) || peer_gone)
-			return API_STREAM_END;
-		switch (stream_take(stream)) {
+			break;       /* the next call takes more, into the room it has */
+		}
+		if (written > 0)
+			break;
+		if (atomic_load(&stream->ended) || peer_gone) {
+			stream->finished = true;
+			continue;
+		}
+		switch (stream_take(stream, max)) {
 		case API_STREAM_PARKED:
 			return API_STREAM_PARKED;
 		case API_STREAM_END:
-			return API_STREAM_END;
+			stream->finished = true;
+			break;
 		default:
 			break;
 		}
 	}
+	/* What was taken and did not fit (a woken take sized for other
+	 * room) goes back at once. */
+	if (stream->batch.count > 0)
+		batch_finish(stream);
+	if (written > 0)
+		return (ssize_t)written;
+	if (stream->finished)
+		return API_STREAM_END;
+	return API_STREAM_PARKED;
 }
 
 bool api_stream_attach(struct api_stream *stream, void (*resume)(void *transport), void *transport)

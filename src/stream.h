@@ -6,8 +6,10 @@
  * has nothing to send, the stream parks a broker waiter and the transport
  * suspends the request until resume(transport) is called.  So a client
  * that does not read is simply not asked: its messages stay queued,
- * counted against the pending limits, and the stream holds at most one
- * batch (STREAM_BATCH_MESSAGES, STREAM_BATCH_BYTES) of them.
+ * counted against the pending limits, expiring, there for a newer stream.
+ * Each read takes only the messages whose events fit in the room it is
+ * offered (at most STREAM_BATCH_MESSAGES), and the stream keeps none of
+ * them afterwards but the rest of an event it began.
  *
  * Each message is one event, "id: SEQ", "event: message", "data: {seq,
  * subject, attempt, data}"; ": keepalive" comments come every
@@ -30,7 +32,6 @@
 #include "api.h"
 
 #define STREAM_BATCH_MESSAGES 256
-#define STREAM_BATCH_BYTES 65536
 
 struct api_stream;
 

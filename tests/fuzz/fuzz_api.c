@@ -503,7 +503,7 @@ static struct expected predict_fetch(struct run *run, const struct request *requ
 	subscriber = model_find(model, request->subject, request->subject_length, request->id, request->id_length);
 	if (call->wait_ms > 0 && !run->closing && model->stats.parked < limits.max_parked_fetches &&
 	    model_take_count(model, model_queue_of(model, subscriber),
-	                     &(struct broker_fetch_options){ 0, 0, false }) == 0) {
+	                     &(struct broker_fetch_options){ 0, 0, false, NULL, NULL }) == 0) {
 		struct expected hold = expect_ok();
 
 		hold.hold = true;

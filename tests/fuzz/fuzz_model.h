@@ -1134,7 +1134,7 @@ static inline bool model_fetch_cap(const struct model *model, size_t subscriber,
 		return true;
 	if (timers >= model->max_timers)
 		return false;
-	*room = *options ? **options : (struct broker_fetch_options){ 0, 0, false };
+	*room = *options ? **options : (struct broker_fetch_options){ 0, 0, false, NULL, NULL };
 	room->max = model->max_timers - timers;
 	*options = room;
 	return true;
@@ -1234,7 +1234,7 @@ static inline bool model_fetch_wait(struct model *model, size_t subscriber, cons
 	    model_take_count(model, model_queue_of(model, subscriber), options) == 0) {
 		waiter->parked = true;
 		waiter->subscriber = subscriber;
-		waiter->options = options ? *options : (struct broker_fetch_options){ 0, 0, false };
+		waiter->options = options ? *options : (struct broker_fetch_options){ 0, 0, false, NULL, NULL };
 		waiter->deadline = model_add_saturated(now_ms, wait_ms);
 		waiter->order = ++model->waiter_order;
 		return true;
