@@ -20,6 +20,7 @@ left, so a failing test never leaves a daemon behind.
 """
 
 import atexit
+import concurrent.futures
 import http.client
 import json
 import os
@@ -107,6 +108,16 @@ def run_cli(args, timeout=None):
     except subprocess.TimeoutExpired as error:
         raise AssertionError("gophermqd %s did not exit within %s s (stderr: %r)"
                              % (" ".join(args), timeout, error.stderr)) from None
+
+
+def run_cli_all(arg_lists, timeout=None):
+    """run_cli for every list of args, as many at a time as there are CPUs
+    (each is a short process of its own, under valgrind one of about a
+    second); returns the results in the order of arg_lists."""
+    arg_lists = [list(args) for args in arg_lists]
+    workers = max(1, min(len(arg_lists), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda args: run_cli(args, timeout), arg_lists))
 
 
 def json_body(body):

@@ -77,24 +77,28 @@ class CommandLineTest(DaemonTestCase):
         self.assertTrue(mentions_line(text, 3), "no line number 3 in %r" % text)
 
     def test_check_rejects_bad_values_naming_file_and_option(self):
-        for option, value in (("port", "70000"), ("port", '"abc"'), ("metrics_port", "-5"),
-                              ("max_pending", "-1"), ("log_level", '"loud"'),
-                              ("max_subject_length", '"long"'), ("connection_timeout", "1.5x"),
-                              ("listen", '"not-an-address"')):
+        cases = (("port", "70000"), ("port", '"abc"'), ("metrics_port", "-5"),
+                 ("max_pending", "-1"), ("log_level", '"loud"'),
+                 ("max_subject_length", '"long"'), ("connection_timeout", "1.5x"),
+                 ("listen", '"not-an-address"'))
+        paths = [self.config_file("# bad value\n%s = %s\n" % (option, value), name="bad%d.conf" % number)
+                 for number, (option, value) in enumerate(cases)]
+        results = harness.run_cli_all(["-t", "-c", path] for path in paths)
+        for (option, value), path, result in zip(cases, paths, results):
             with self.subTest(option=option, value=value):
-                path = self.config_file("# bad value\n%s = %s\n" % (option, value), name="bad.conf")
-                result = run_cli(["-t", "-c", path])
                 text = self.output(result)
                 self.assertEqual(result.returncode, 1, text)
                 self.assertIn(path, text)
                 self.assertIn(option, text)
 
     def test_check_rejects_syntax_errors_naming_file_and_line(self):
-        for text, line in (("port = 1\nmax_pending = }\n", 2), ("port = 1\n= 5\n", 2),
-                           ('port = 1\n\nlisten = "127.0.0.1\n', None), ("max_pending = {\n", None)):
+        cases = (("port = 1\nmax_pending = }\n", 2), ("port = 1\n= 5\n", 2),
+                 ('port = 1\n\nlisten = "127.0.0.1\n', None), ("max_pending = {\n", None))
+        paths = [self.config_file(text, name="syntax%d.conf" % number)
+                 for number, (text, _) in enumerate(cases)]
+        results = harness.run_cli_all(["-t", "-c", path] for path in paths)
+        for (text, line), path, result in zip(cases, paths, results):
             with self.subTest(config=text):
-                path = self.config_file(text, name="syntax.conf")
-                result = run_cli(["-t", "-c", path])
                 output = self.output(result)
                 self.assertEqual(result.returncode, 1, output)
                 self.assertIn(path, output)
