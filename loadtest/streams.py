@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """streams.py - benchmarks of Server-Sent Event streams, GET /api/stream
 (loadtest/README.md, "Stream benchmarks").
 
