@@ -8,6 +8,9 @@
                          a request and reads its answer later, without
                          blocking: held fetches and the wake-up probe
   open_connections       many Connections at once (10,000 held fetches)
+  EventStreams           many Server-Sent Event streams (GET /api/stream)
+                         read by one epoll loop: events counted, and the
+                         latency of those whose data carries a send time
 
 Also the error type (BenchError) and the progress line of the whole kit.
 """
@@ -15,9 +18,11 @@ Also the error type (BenchError) and the progress line of the whole kit.
 import http.client
 import json
 import re
+import select
 import selectors
 import socket
 import sys
+import threading
 import time
 
 START = time.monotonic()
@@ -25,6 +30,21 @@ START = time.monotonic()
 
 class BenchError(Exception):
     pass
+
+
+# Reads go into a buffer kept per thread: recv(n) allocates n bytes first,
+# and at 1 MiB that is an mmap and a munmap per read (~0.25 ms, more than a
+# request costs the server).
+_read_buffers = threading.local()
+
+
+def read_some(sock):
+    """What sock has to read (b"" at its end), at most 256 KiB; raises
+    BlockingIOError when a non-blocking sock has nothing."""
+    view = getattr(_read_buffers, "view", None)
+    if view is None:
+        view = _read_buffers.view = memoryview(bytearray(1 << 18))
+    return bytes(view[:sock.recv_into(view)])
 
 
 def progress(message):
@@ -143,7 +163,7 @@ def bulk_requests(port, make_request, count, connections=4, window=128,
                         pass
                 if mask & selectors.EVENT_READ:
                     try:
-                        data = conn.sock.recv(1 << 20)
+                        data = read_some(conn.sock)
                     except BlockingIOError:
                         continue
                     if not data:
@@ -277,7 +297,7 @@ class Connection:
         closed the connection."""
         now = time.monotonic_ns()
         try:
-            data = self.sock.recv(1 << 20)
+            data = read_some(self.sock)
         except BlockingIOError:
             return len(self.answers)
         if not data:
@@ -361,3 +381,137 @@ def request_on_all(connections, make_request, wait=True, timeout=60):
     for status, _, _ in wait_answers(connections, timeout):
         statuses[status] = statuses.get(status, 0) + 1
     return statuses
+
+
+# ---------------------------------------------------------------------------
+# Server-Sent Event streams
+# ---------------------------------------------------------------------------
+EVENT_MARK = b"\nevent: message\n"
+# The data of a message stamped with its send time: "t" and CLOCK_MONOTONIC
+# nanoseconds (the same clock in every process of the machine).
+EVENT_STAMP = re.compile(rb'"data":"t(\d+)')
+
+
+class _Stream:
+    __slots__ = ("sock", "opened", "head", "raw", "text", "events")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.opened = False      # the first comment (": open") arrived
+        self.head = b""          # the response header while it arrives, then None
+        self.raw = b""           # chunked body bytes not yet taken apart
+        self.text = b""          # event text after the last complete event
+        self.events = 0
+
+
+class EventStreams:
+    """Streams opened on Connections (one each; the connections are then
+    the streams'), all read by poll(), one epoll loop.  The body is
+    chunked: its framing's CRLFs never occur in the event text (SSE lines
+    end in LF, and JSON escapes a CR), so a split on CRLF takes the chunks
+    apart, whatever the chunk and read boundaries.  Other sockets may be
+    watched in the same loop (watch)."""
+
+    def __init__(self, connections, paths, timeout=30):
+        self.poller = select.epoll()
+        self.streams = []
+        self.by_fd = {}
+        self.watched = {}
+        self.events = 0
+        self.opened = 0
+        for conn, path in zip(connections, paths):
+            stream = _Stream(conn.sock)
+            self.streams.append(stream)
+            self.by_fd[conn.fileno()] = stream
+            self.poller.register(conn.fileno(), select.EPOLLIN)
+            conn.send(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                      b"\r\n" % path)
+        deadline = time.monotonic() + timeout
+        while self.opened < len(self.streams):
+            if time.monotonic() > deadline:
+                raise BenchError("%d of %d streams open after %d s"
+                                 % (self.opened, len(self.streams), timeout))
+            self.poll(0.1)
+
+    def watch(self, sock, on_readable):
+        """Calls on_readable() from poll() whenever sock has data."""
+        self.watched[sock.fileno()] = on_readable
+        self.poller.register(sock.fileno(), select.EPOLLIN)
+
+    def unwatch(self, sock):
+        del self.watched[sock.fileno()]
+        self.poller.unregister(sock.fileno())
+
+    def poll(self, timeout, latencies=None):
+        """Reads what arrived within timeout seconds; returns the events it
+        completed.  latencies: a list to which, for each event whose data
+        starts with "t<ns>", arrival - ns is appended (ns; the arrival is
+        the time just before the read that completed the event)."""
+        completed = 0
+        for fd, _ in self.poller.poll(timeout):
+            stream = self.by_fd.get(fd)
+            if stream is None:
+                self.watched[fd]()
+                continue
+            now = time.monotonic_ns()
+            data = read_some(stream.sock)
+            if not data:
+                raise BenchError("the server closed a stream")
+            if stream.head is not None:
+                data = self._header(stream, data)
+                if not data:
+                    continue
+            raw = stream.raw + data if stream.raw else data
+            pieces = raw.split(b"\r\n")
+            if len(pieces) & 1:      # size, data, ..., size, data, start of the next
+                stream.raw = pieces[-1]
+                body = b"".join(pieces[1:-1:2])
+            else:                    # ..., size, the chunk's data so far
+                stream.raw = pieces[-2] + b"\r\n" + pieces[-1]
+                body = b"".join(pieces[1:-2:2])
+            if not body:
+                continue
+            text = stream.text + body if stream.text else body
+            end = text.rfind(b"\n\n") + 2
+            if end < 2:
+                stream.text = text
+                continue
+            if end < len(text):
+                stream.text = text[end:]
+                text = text[:end]
+            else:
+                stream.text = b""
+            if not stream.opened:
+                stream.opened = True
+                self.opened += 1
+            count = text.count(EVENT_MARK)
+            if not count:
+                continue            # comments only: ": open", ": keepalive"
+            stream.events += count
+            completed += count
+            if latencies is not None:
+                latencies.extend(now - int(stamp) for stamp in EVENT_STAMP.findall(text))
+        self.events += completed
+        return completed
+
+    @staticmethod
+    def _header(stream, data):
+        """Collects the response header; returns the body bytes after it."""
+        stream.head += data
+        end = stream.head.find(b"\r\n\r\n")
+        if end < 0:
+            return b""
+        head, body = stream.head[:end], stream.head[end + 4:]
+        if not head.startswith(b"HTTP/1.1 200") or b"chunked" not in head.lower():
+            raise BenchError("stream answered %r" % (head + body)[:300])
+        stream.head = None
+        return body
+
+    def counts(self):
+        """Events received so far on each stream, in order."""
+        return [stream.events for stream in self.streams]
+
+    def close(self):
+        self.poller.close()
+        for stream in self.streams:
+            stream.sock.close()
