@@ -793,6 +793,27 @@ static bool all_zero(const unsigned char *data, uint64_t from, uint64_t size)
 	return true;
 }
 
+/* Whether a whole record with a good crc starts anywhere in data from
+ * from on: what tells a hole in the log (records after it) from a record
+ * a crash stopped between its payload and its length (only its own
+ * payload after it).  Rare, so a plain scan. */
+static bool record_after(const unsigned char *data, uint64_t from, uint64_t size)
+{
+	uint64_t end = size;
+
+	while (end > from && data[end - 1] == 0)
+		end--;
+	for (uint64_t q = from; q + JOURNAL_RECORD_HEADER_SIZE <= size && q < end; q++) {
+		uint32_t length = get32(data + q);
+
+		if (length == 0 || q + 8 + (uint64_t)length > size)
+			continue;
+		if (journal_crc32c(0, data + q + 8, length) == get32(data + q + 4))
+			return true;
+	}
+	return false;
+}
+
 /* Reads a segment's header: 1 = a segment of this format (*flags set),
  * 0 = empty or too short to hold a header (made, never written), -1 = not
  * a segment or another version (error filled). */
@@ -886,8 +907,11 @@ int journal_replay(struct journal *journal,
 				/* Zeros to the end: the unused rest of a segment. */
 				if (all_zero(view.data, offset, view.size))
 					break;
-				torn = true;        /* a hole with data after it */
-				end = offset + 8;
+				/* A record whose payload was written and its length
+				 * not (killed in between) is a torn tail; a hole with
+				 * records after it is damage. */
+				torn = true;
+				end = record_after(view.data, offset + 1, view.size) ? offset + 8 : view.size;
 			}
 			if (!torn && journal_crc32c(0, at + 8, length) != get32(at + 4))
 				torn = true;

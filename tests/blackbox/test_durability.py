@@ -348,6 +348,10 @@ class FixtureTest(harness.DaemonTestCase):
         self.assert_refuses("zero-hole-middle.log", "0000000000000001.log: corrupt record at offset",
                             "truncate -s")
 
+    def test_a_record_killed_before_its_length_is_a_torn_tail(self):
+        node, daemon = self.assert_starts_with("unfinished-tail.log", ["one", "two"])
+        self.assertIn("bytes dropped", daemon.log())
+
     def test_zeros_after_the_last_record_end_the_log_quietly(self):
         node, daemon = self.assert_starts_with("zeros-after-the-end.log", ["one", "two", "three"])
         self.assertNotIn("dropped", daemon.log())
