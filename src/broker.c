@@ -123,11 +123,6 @@ bool broker_subject_valid(const char *subject, size_t length, size_t max_length)
 			if (subject[i + 1] == '.')
 				return false;
 			break;
-		case '>':
-			/* The wildcard for the rest: the last token only. */
-			if ((i == 0 || subject[i - 1] == '.') && i + 1 < length && subject[i + 1] == '.')
-				return false;
-			break;
 		default:
 			break;
 		}
@@ -137,7 +132,17 @@ bool broker_subject_valid(const char *subject, size_t length, size_t max_length)
 
 bool broker_subject_literal(const char *subject, size_t length)
 {
-	return !wildcard_is_pattern(subject, length);
+	const char *end = subject + length;
+
+	for (const char *token = subject; token < end;) {
+		const char *dot = memchr(token, '.', (size_t)(end - token));
+		size_t size = (size_t)((dot ? dot : end) - token);
+
+		if (size == 1 && (token[0] == '*' || token[0] == '>'))
+			return false;
+		token += size + 1;
+	}
+	return true;
 }
 
 bool broker_group_valid(const char *name, size_t length)

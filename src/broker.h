@@ -155,13 +155,14 @@ void broker_free(struct broker *broker);
 void broker_set_limits(struct broker *broker, const struct broker_limits *limits);
 
 /* True when subject (length bytes, not NUL-terminated) is a valid subject:
- * non-empty, no space/tab/CR/LF/NUL, no empty dot-separated token, a ">"
- * token only last, and at most max_length bytes (0 = no length limit). */
+ * non-empty, no space/tab/CR/LF/NUL, no empty dot-separated token, and at
+ * most max_length bytes (0 = no length limit). */
 bool broker_subject_valid(const char *subject, size_t length, size_t max_length);
 
-/* True when a valid subject has no wildcard token ("*", or ">" last):
- * one that can be published to.  A subscription's subject may have them:
- * "*" stands for any one token, ">" for one or more. */
+/* True when a valid subject has no "*" or ">" token: one that can be
+ * published to.  A subscription's subject may have them: "*" stands for
+ * any one token, ">" as the last token for one or more (elsewhere it is
+ * an ordinary token, which no publish can name). */
 bool broker_subject_literal(const char *subject, size_t length);
 
 /* True when name is a valid group name: 1-64 letters, digits, - or _. */

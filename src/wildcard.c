@@ -60,13 +60,14 @@ static struct wildcard_node *literal_child(const struct wildcard_tree *tree,
 static bool is_any_one(const char *token, size_t length);
 static bool is_any_rest(const char *token, size_t length);
 
-/* The child of node for token, wildcard or literal, or NULL. */
+/* The child of node for token, wildcard or literal, or NULL.  ">" is the
+ * wildcard only as the last token (last). */
 static struct wildcard_node *child_of(const struct wildcard_tree *tree, const struct wildcard_node *node,
-                                      const char *token, size_t length)
+                                      const char *token, size_t length, bool last)
 {
 	if (is_any_one(token, length))
 		return node->any_one;
-	if (is_any_rest(token, length))
+	if (last && is_any_rest(token, length))
 		return node->any_rest;
 	return literal_child(tree, node, token, length);
 }
@@ -93,7 +94,8 @@ bool wildcard_is_pattern(const char *subject, size_t length)
 	for (size_t start = 0; start < length;) {
 		size_t end = token_end(subject, length, start);
 
-		if (is_any_one(subject + start, end - start) || is_any_rest(subject + start, end - start))
+		if (is_any_one(subject + start, end - start) ||
+		    (end == length && is_any_rest(subject + start, end - start)))
 			return true;
 		start = end + 1;
 	}
@@ -155,7 +157,7 @@ int wildcard_insert(struct wildcard_tree *tree, const char *pattern, size_t leng
 	for (size_t start = 0; start < length;) {
 		size_t end = token_end(pattern, length, start), size = end - start;
 		const char *token = pattern + start;
-		struct wildcard_node *child = child_of(tree, node, token, size);
+		struct wildcard_node *child = child_of(tree, node, token, size, end == length);
 
 		if (!child) {
 			child = node_new(node, token, size);
@@ -165,7 +167,7 @@ int wildcard_insert(struct wildcard_tree *tree, const char *pattern, size_t leng
 			}
 			if (is_any_one(token, size))
 				node->any_one = child;
-			else if (is_any_rest(token, size))
+			else if (end == length && is_any_rest(token, size))
 				node->any_rest = child;
 			hash_table_insert(&tree->edges, &child->edge, edge_hash(tree, node, token, size));
 			node->children++;
@@ -185,7 +187,7 @@ void wildcard_remove(struct wildcard_tree *tree, const char *pattern, size_t len
 	for (size_t start = 0; node && start < length;) {
 		size_t end = token_end(pattern, length, start);
 
-		node = child_of(tree, node, pattern + start, end - start);
+		node = child_of(tree, node, pattern + start, end - start, end == length);
 		start = end + 1;
 	}
 	if (!node || !node->value)

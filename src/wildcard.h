@@ -33,11 +33,11 @@ int wildcard_tree_init(struct wildcard_tree *tree);
 /* Frees the tree; its values are the caller's. */
 void wildcard_tree_destroy(struct wildcard_tree *tree);
 
-/* True when one of subject's tokens is "*" or ">".  The subject must be
- * a valid one (broker_subject_valid). */
+/* True when one of subject's tokens is "*", or its last is ">".  The
+ * subject must be a valid one (broker_subject_valid). */
 bool wildcard_is_pattern(const char *subject, size_t length);
 
-/* Adds pattern (a valid subject, ">" only last) with value, which must not
+/* Adds pattern (a valid subject; a ">" not last is an ordinary token) with value, which must not
  * be NULL; the pattern must not be in the tree yet.  Returns 0, or -1 when
  * out of memory (the tree unchanged). */
 int wildcard_insert(struct wildcard_tree *tree, const char *pattern, size_t length, void *value);

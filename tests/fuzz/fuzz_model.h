@@ -200,9 +200,6 @@ static inline bool model_subject_valid(const char *subject, size_t length, size_
 		if (c == '.') {
 			if (token == 0)
 				return false;
-			/* ">" stands for the rest: only as the last token. */
-			if (token == 1 && subject[i - 1] == '>')
-				return false;
 			token = 0;
 		} else {
 			token++;
@@ -235,7 +232,8 @@ static inline bool model_subject_literal(const char *subject, size_t length)
 }
 
 /* Whether a subscription to pattern gets a publish to the literal
- * subject: token by token, "*" any one token, ">" (last) one or more. */
+ * subject: token by token, "*" any one token, ">" as the last token one
+ * or more (elsewhere an ordinary token, which no literal subject has). */
 static inline bool model_pattern_matches(const char *pattern, size_t pattern_length,
                                          const char *subject, size_t length)
 {
@@ -248,7 +246,7 @@ static inline bool model_pattern_matches(const char *pattern, size_t pattern_len
 			return p >= pattern_length && s >= length;
 		pt = model_token_length(pattern, pattern_length, p);
 		st = model_token_length(subject, length, s);
-		if (pt == 1 && pattern[p] == '>')
+		if (pt == 1 && pattern[p] == '>' && p + pt == pattern_length)
 			return true;
 		if (!(pt == 1 && pattern[p] == '*') &&
 		    (pt != st || memcmp(pattern + p, subject + s, pt) != 0))
