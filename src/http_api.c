@@ -716,7 +716,6 @@ struct http_api *http_api_start(const struct http_api_options *options, struct a
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
 		MHD_OPTION_NOTIFY_COMPLETED, http_api_request_completed, http,
 		MHD_OPTION_NOTIFY_CONNECTION, http_api_connection_event, http,
-		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
 		MHD_OPTION_ARRAY, tls_options,
 		MHD_OPTION_END);
 	if (http->daemon == NULL) {

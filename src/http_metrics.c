@@ -97,7 +97,6 @@ struct http_metrics *http_metrics_start(const char *listen, unsigned port, struc
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
 		MHD_OPTION_CONNECTION_LIMIT, 64U,
 		MHD_OPTION_CONNECTION_TIMEOUT, 30U,
-		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
 		MHD_OPTION_END);
 	if (metrics->daemon == NULL) {
 		snprintf(error, error_size, "cannot listen for metrics on %s port %u (address in use, or not permitted?)",

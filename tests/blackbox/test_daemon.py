@@ -150,6 +150,18 @@ class CommandLineTest(DaemonTestCase):
         self.assertNotEqual(result.returncode, 0, self.output(result))
         self.assertIn(str(port), result.stderr)
 
+    def test_second_daemon_on_the_same_ports_fails_to_start(self):
+        # Two brokers sharing a port would each get part of the requests.
+        running = self.start_daemon()
+        for api_port, metrics_port in ((running.api_port, 0), (0, running.metrics_port)):
+            with self.subTest(port=api_port, metrics_port=metrics_port):
+                path = self.config_file('listen = "127.0.0.1"\nport = %d\nmetrics_listen = "127.0.0.1"\n'
+                                        "metrics_port = %d\n" % (api_port, metrics_port))
+                result = run_cli(["-f", "-c", path], timeout=harness.scaled(15))
+                self.assertNotEqual(result.returncode, 0, self.output(result))
+                self.assertIn("cannot listen", result.stderr)
+        self.assertEqual(running.request("GET", "/ready")[0], 204)
+
 
 # Every family the daemon exports, with its Prometheus type.
 FAMILIES = {
