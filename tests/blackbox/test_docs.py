@@ -27,6 +27,7 @@ CONFIG_SOURCE = os.path.join(SRCDIR, "src", "config.c")
 MAN_PAGES = [
     os.path.join(SRCDIR, "man", "gophermqd.8.in"),
     os.path.join(SRCDIR, "man", "gophermq.conf.5.in"),
+    os.path.join(SRCDIR, "man", "gophermq.1.in"),
 ]
 CONF_MAN_PAGE = MAN_PAGES[1]
 
