@@ -8,7 +8,8 @@
 # Boots a throwaway copy of a cached, debootstrapped Debian 12 ("bookworm")
 # with systemd-nspawn, installs the package in it with apt and walks the
 # life cycle a user goes through: the service starts, the API and metrics
-# answer, publish/subscribe/fetch work, `systemd-analyze security` rates the
+# answer, publish/subscribe/fetch work, the client of gophermq-clients
+# (taken from beside the .deb) publishes and tails, `systemd-analyze security` rates the
 # unit at 2.0 or better, a changed max_pending is applied by
 # `systemctl reload` with the same main PID and the pending messages kept, a
 # broken configuration is refused by reload (the old one stays in force and
@@ -320,6 +321,11 @@ fi
 DEB=$(cd "$(dirname "$DEB")" && pwd)/$(basename "$DEB")
 [ "$(dpkg-deb -f "$DEB" Package)" = gophermq ] || fail "$DEB is not the gophermq package"
 ok "package $(basename "$DEB") ($(dpkg-deb -f "$DEB" Version))"
+# The client package is built beside it by the same dpkg-buildpackage.
+CLIENTS_DEB=$(dirname "$DEB")/$(basename "$DEB" | sed 's/^gophermq_/gophermq-clients_/')
+[ -f "$CLIENTS_DEB" ] || fail "no $CLIENTS_DEB beside $DEB (dpkg-buildpackage builds both)"
+[ "$(dpkg-deb -f "$CLIENTS_DEB" Package)" = gophermq-clients ] || fail "$CLIENTS_DEB is not the gophermq-clients package"
+ok "package $(basename "$CLIENTS_DEB")"
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/lock"
@@ -333,7 +339,8 @@ ok "127.0.0.1:8082 and :9001 are free"
 rm -rf "$CACHE"/.#machine.* 2>/dev/null || true
 
 step "root file system of Debian 12 (cached in $ROOTFS)"
-PACKAGES=$( (tr ' ' '\n' <<< "$BASE_PACKAGES"; deb_dependencies "$DEB") | sort -u | tr '\n' ' ')
+PACKAGES=$( (tr ' ' '\n' <<< "$BASE_PACKAGES"; deb_dependencies "$DEB"; deb_dependencies "$CLIENTS_DEB") |
+	sort -u | tr '\n' ' ')
 PACKAGES=${PACKAGES% }
 STAMP="recipe=$ROOTFS_RECIPE suite=$SUITE packages=$PACKAGES"
 if [ "${GOPHERMQ_TEST_REBUILD:-0}" != 1 ] && [ -d "$ROOTFS" ] && [ -f "$ROOTFS_STAMP" ] &&
@@ -365,8 +372,9 @@ step "boot the container (systemd-nspawn --boot --ephemeral)"
 WORK=$(mktemp -d /tmp/gophermq-package-test.XXXXXX)
 chmod 0755 "$WORK"
 mkdir -m 0755 "$WORK/debs"
-install -m 0644 "$DEB" "$WORK/debs/"
+install -m 0644 "$DEB" "$CLIENTS_DEB" "$WORK/debs/"
 DEB_IN_CT=/srv/debs/$(basename "$DEB")
+CLIENTS_DEB_IN_CT=/srv/debs/$(basename "$CLIENTS_DEB")
 started=$(date +%s)
 systemd-nspawn --quiet --boot --register=no --keep-unit --ephemeral \
 	--directory="$ROOTFS" --machine="gophermq-test-$$" \
@@ -390,12 +398,14 @@ degraded)
 esac
 TIMEOUT=10 in_ct test -x /bin/kill || fail "/bin/kill missing in the container"
 
-step "apt install $DEB_IN_CT"
+step "apt install $DEB_IN_CT $CLIENTS_DEB_IN_CT"
 started=$(date +%s)
-TIMEOUT=300 in_ct apt-get install -y --no-install-recommends "$DEB_IN_CT" > "$WORK/apt-install.log" 2>&1 ||
+TIMEOUT=300 in_ct apt-get install -y --no-install-recommends "$DEB_IN_CT" "$CLIENTS_DEB_IN_CT" > "$WORK/apt-install.log" 2>&1 ||
 	{ cat "$WORK/apt-install.log"; fail "apt-get install failed"; }
 show_log "$WORK/apt-install.log" 8
 [ "$(in_ct dpkg-query -W -f='${Status}' gophermq)" = "install ok installed" ] || fail "dpkg does not list gophermq as installed"
+[ "$(in_ct dpkg-query -W -f='${Status}' gophermq-clients)" = "install ok installed" ] ||
+	fail "dpkg does not list gophermq-clients as installed"
 ok "installed in $(( $(date +%s) - started ))s"
 
 step "service enabled, active, running as user gophermq"
@@ -459,6 +469,39 @@ ok "publish to a subject without subscribers -> 404"
 expect_http 200 GET "$METRICS/metrics"
 expect_body 'gophermq_client_request_rate'
 ok "metrics count the requests"
+
+step "gophermq pub and tail (gophermq-clients) against the installed daemon"
+in_ct test -x /usr/bin/gophermq || fail "no /usr/bin/gophermq"
+in_ct test -f /usr/share/man/man1/gophermq.1.gz || fail "no gophermq(1) man page"
+ok "$(in_ct gophermq --version) with its man page"
+subscribers_now() {
+	expect_http 200 GET "$METRICS/metrics"
+	printf '%s\n' "$HTTP_BODY" | awk '$1 == "gophermq_subscribers" { print $2 }'
+}
+more_subscribers() { [ "$(subscribers_now)" -gt "$before" ]; }
+before=$(subscribers_now)
+# tail prints two messages and ends by itself (-C 2), unsubscribing.
+TIMEOUT=30 in_ct gophermq tail 'e2e.cli.>' -C 2 --format '{subject} {data}' > "$WORK/tail.out" 2> "$WORK/tail.err" &
+tail_job=$!
+wait_for 20 "tail's subscriber" more_subscribers
+in_ct gophermq pub e2e.cli.one "from the argument" || fail "gophermq pub exited $?"
+in_ct_sh 'echo "from stdin" | gophermq pub e2e.cli.two' || fail "gophermq pub (stdin) failed"
+wait "$tail_job" || fail "gophermq tail exited $? ($(cat "$WORK/tail.err"))"
+printf 'e2e.cli.one from the argument\ne2e.cli.two from stdin\n' | cmp -s - "$WORK/tail.out" ||
+	fail "gophermq tail printed: $(cat "$WORK/tail.out") $(cat "$WORK/tail.err")"
+[ "$(subscribers_now)" = "$before" ] || fail "tail's subscriber is still there after it ended"
+ok "tail printed both messages, then unsubscribed"
+# A tail ended by SIGTERM unsubscribes too.
+TIMEOUT=30 in_ct gophermq tail e2e.cli.term > "$WORK/tail2.out" 2>&1 &
+tail_job=$!
+wait_for 20 "the second tail's subscriber" more_subscribers
+in_ct pkill -TERM -x gophermq
+wait "$tail_job" || fail "gophermq tail exited $? after SIGTERM: $(cat "$WORK/tail2.out")"
+[ "$(subscribers_now)" = "$before" ] || fail "tail's subscriber is still there after SIGTERM"
+status=0; in_ct gophermq pub e2e.cli.term x 2> "$WORK/pub.err" || status=$?
+[ "$status" = 2 ] && grep -q '404 subscriber not found' "$WORK/pub.err" ||
+	fail "publish after tail ended: exit $status, $(cat "$WORK/pub.err")"
+ok "SIGTERM: tail exited 0 and unsubscribed; a publish then gets exit 2, 404 subscriber not found"
 
 step "pending messages and subscribers survive a restart and an upgrade (persistence = log)"
 in_ct grep -qx 'persistence = "log"' /etc/gophermq.conf || fail "the shipped /etc/gophermq.conf does not set persistence = \"log\""
@@ -606,12 +649,15 @@ expect_active
 ok "started again, so that purge has a running service to stop"
 
 step "apt purge removes what the package installed"
-TIMEOUT=300 in_ct apt-get purge -y gophermq > "$WORK/apt-purge.log" 2>&1 ||
+TIMEOUT=300 in_ct apt-get purge -y gophermq gophermq-clients > "$WORK/apt-purge.log" 2>&1 ||
 	{ cat "$WORK/apt-purge.log"; fail "apt-get purge failed"; }
 show_log "$WORK/apt-purge.log" 5
 status=$(in_ct dpkg-query -W -f='${Status}' gophermq 2>/dev/null || true)
 case "$status" in "" | "unknown ok not-installed" | "purge ok not-installed") ;;
 *) fail "dpkg still knows gophermq after purge: $status" ;; esac
+status=$(in_ct dpkg-query -W -f='${Status}' gophermq-clients 2>/dev/null || true)
+case "$status" in "" | "unknown ok not-installed" | "purge ok not-installed") ;;
+*) fail "dpkg still knows gophermq-clients after purge: $status" ;; esac
 ok "dpkg: not installed"
 [ "$(unit_property LoadState)" = not-found ] || fail "gophermq.service still loaded: $(unit_property LoadState)"
 ! port_in_use 8082 || fail "something still listens on 8082 after purge"
