@@ -85,10 +85,13 @@ static bool process_line(struct sse_parser *parser, const char *line, size_t len
 			return parser->failed = true, false;
 		parser->has_data = true;
 	} else if (name_length == 5 && memcmp(line, "event", 5) == 0) {
+		/* Not strndup(): value is not NUL-terminated. */
 		free(parser->type);
-		parser->type = strndup(value, value_length);
+		parser->type = malloc(value_length + 1);
 		if (parser->type == NULL)
 			return parser->failed = true, false;
+		memcpy(parser->type, value, value_length);
+		parser->type[value_length] = '\0';
 	} else if (name_length == 2 && memcmp(line, "id", 2) == 0) {
 		if (memchr(value, '\0', value_length) == NULL && value_length < sizeof parser->last_id) {
 			memcpy(parser->last_id, value, value_length);
