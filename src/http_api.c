@@ -608,6 +608,10 @@ static enum MHD_Result http_api_accept(void *context, const struct sockaddr *add
 {
 	struct http_api *http = context;
 
+	/* Shutting down: new connections are closed at once (see
+	 * http_api_quiesce). */
+	if (atomic_load_explicit(&http->quiescing, memory_order_relaxed))
+		return MHD_NO;
 	if (atomic_load_explicit(&http->connections, memory_order_relaxed) >= http->max_connections) {
 		metrics_count(METRICS_CONNECTIONS_REFUSED);
 		return MHD_NO;
@@ -815,8 +819,13 @@ unsigned http_api_quiesce(struct http_api *http, unsigned timeout_ms)
 	unsigned waited_ms = 0;
 	unsigned in_flight;
 
+	/* Not MHD_quiesce_daemon(): on an epoll daemon with its own threads
+	 * it races with those threads over removing the listening socket
+	 * from their epoll sets, and the loser aborts the process
+	 * ("Failed to remove listen FD from epoll set", libmicrohttpd
+	 * 0.9.75).  The accept policy turns new connections away instead;
+	 * the socket closes with MHD_stop_daemon(). */
 	atomic_store(&http->quiescing, true);
-	MHD_quiesce_daemon(http->daemon);
 	for (;;) {
 		in_flight = atomic_load(&http->requests_in_flight);
 		if (in_flight == 0 || waited_ms >= timeout_ms)

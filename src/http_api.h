@@ -47,7 +47,8 @@ unsigned http_api_connections(const struct http_api *http);
  * thread.  Returns how many connections were cut off. */
 unsigned http_api_sweep(struct http_api *http);
 
-/* Stops accepting connections and makes /ready answer 503; requests in
+/* Turns new connections away (closed once accepted) and makes /ready
+ * answer 503; requests in
  * flight are finished and their connections closed after the reply.  Waits
  * at most timeout_ms for in-flight requests to complete.  Returns how many
  * were still in flight when it gave up. */
