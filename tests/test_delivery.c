@@ -14,65 +14,17 @@
 #include <time.h>
 
 #include "broker.h"
+#include "broker_fixture.h"
 #include "uuid.h"
 
-#define S(literal) (literal), (sizeof(literal) - 1)
-#define ID(id) (id), (size_t)BROKER_ID_LENGTH
-/* A list of seqs (or attempts) as two arguments: array, count. */
-#define SEQS(...) (const uint64_t[]){ __VA_ARGS__ }, \
-	(sizeof((const uint64_t[]){ __VA_ARGS__ }) / sizeof(uint64_t))
+/* A list of attempts as two arguments: array, count. */
 #define ATTEMPTS(...) (const uint32_t[]){ __VA_ARGS__ }, \
 	(sizeof((const uint32_t[]){ __VA_ARGS__ }) / sizeof(uint32_t))
 
-typedef char subscriber_id[BROKER_ID_LENGTH + 1];
-
 enum {
-	ACK_WAIT = 1000,      /* ms: the test brokers' default ack wait */
 	RETRY_SLACK = 500,    /* ms: more than the broker's retry delay for a copy it could not requeue */
 	MAX_RECEIVED = 256,
 };
-
-static uint64_t fake_ms;
-
-static uint64_t fake_clock(void)
-{
-	return __atomic_load_n(&fake_ms, __ATOMIC_RELAXED);
-}
-
-static void advance(uint64_t ms)
-{
-	__atomic_add_fetch(&fake_ms, ms, __ATOMIC_RELAXED);
-}
-
-static struct broker_limits test_limits(void)
-{
-	return (struct broker_limits){ .ack_wait_ms = ACK_WAIT, .max_parked_fetches = 100 };
-}
-
-static struct broker *new_broker_with(const struct broker_limits *limits)
-{
-	struct broker *broker = broker_new(limits);
-
-	ck_assert_ptr_nonnull(broker);
-	fake_ms = 1000000;
-	broker_set_clock(broker, fake_clock);
-	return broker;
-}
-
-static struct broker *new_broker(void)
-{
-	struct broker_limits limits = test_limits();
-
-	return new_broker_with(&limits);
-}
-
-static struct broker_stats stats_of(struct broker *broker)
-{
-	struct broker_stats stats;
-
-	broker_get_stats(broker, &stats);
-	return stats;
-}
 
 static uint32_t refcount_of(const struct broker_message *message)
 {
@@ -268,23 +220,6 @@ static void ack_batch(struct broker *broker, const char *subject, const char *id
 /* --- parked fetches ---------------------------------------------------- */
 
 /* A waiter whose wake() counts its calls. */
-struct recorder {
-	struct broker_waiter waiter;
-	int wakes;
-};
-
-static void record_wake(struct broker_waiter *waiter)
-{
-	struct recorder *recorder = waiter->context;
-
-	__atomic_add_fetch(&recorder->wakes, 1, __ATOMIC_RELEASE);
-}
-
-static int wakes_of(struct recorder *recorder)
-{
-	return __atomic_load_n(&recorder->wakes, __ATOMIC_ACQUIRE);
-}
-
 static enum broker_status fetch_wait(struct broker *broker, const char *subject, const char *id,
                                      size_t max, uint64_t wait_ms, struct recorder *recorder)
 {
@@ -1991,16 +1926,6 @@ static void release_all(struct broker_message **messages, size_t count)
 	}
 }
 
-static void assert_empty(struct broker *broker)
-{
-	struct broker_stats stats = stats_of(broker);
-
-	ck_assert_uint_eq(stats.pending, 0);
-	ck_assert_uint_eq(stats.pending_bytes, 0);
-	ck_assert_uint_eq(stats.in_flight, 0);
-	ck_assert_uint_eq(stats.parked, 0);
-}
-
 /* Batch publish to "a" (two plain subscribers, one of them with a message
  * inline, an ack subscriber and a group of two) and "b" (a ring that must
  * grow): all or nothing. */
@@ -2699,14 +2624,6 @@ START_TEST(test_ack_give_back_loses_nothing_when_an_allocation_fails)
 END_TEST
 
 /* --- the timer thread -------------------------------------------------- */
-
-static uint64_t real_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
 
 /* Polls until recorder was woken or timeout_ms passed. */
 static bool wait_for_wake(struct recorder *recorder, uint64_t timeout_ms)

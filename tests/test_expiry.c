@@ -16,72 +16,12 @@
 #include <time.h>
 
 #include "broker.h"
-
-#define S(literal) (literal), (sizeof(literal) - 1)
-#define ID(id) (id), (size_t)BROKER_ID_LENGTH
-#define SEQS(...) (const uint64_t[]){ __VA_ARGS__ }, \
-	(sizeof((const uint64_t[]){ __VA_ARGS__ }) / sizeof(uint64_t))
-
-typedef char subscriber_id[BROKER_ID_LENGTH + 1];
+#include "broker_fixture.h"
 
 enum {
-	ACK_WAIT = 1000,      /* ms: the test brokers' default ack wait */
 	TTL = 100,            /* ms: the short ttl most tests use */
 	LONG_TTL = 1000000,   /* ms: a ttl no test reaches */
 };
-
-static uint64_t fake_ms;
-
-static uint64_t fake_clock(void)
-{
-	return __atomic_load_n(&fake_ms, __ATOMIC_RELAXED);
-}
-
-static void advance(uint64_t ms)
-{
-	__atomic_add_fetch(&fake_ms, ms, __ATOMIC_RELAXED);
-}
-
-static struct broker_limits test_limits(void)
-{
-	return (struct broker_limits){ .ack_wait_ms = ACK_WAIT, .max_parked_fetches = 100 };
-}
-
-static struct broker *new_broker_with(const struct broker_limits *limits)
-{
-	struct broker *broker = broker_new(limits);
-
-	ck_assert_ptr_nonnull(broker);
-	fake_ms = 1000000;
-	broker_set_clock(broker, fake_clock);
-	return broker;
-}
-
-static struct broker *new_broker(void)
-{
-	struct broker_limits limits = test_limits();
-
-	return new_broker_with(&limits);
-}
-
-static struct broker_stats stats_of(struct broker *broker)
-{
-	struct broker_stats stats;
-
-	broker_get_stats(broker, &stats);
-	return stats;
-}
-
-/* Nothing held, in flight or parked. */
-static void assert_empty(struct broker *broker)
-{
-	struct broker_stats stats = stats_of(broker);
-
-	ck_assert_uint_eq(stats.pending, 0);
-	ck_assert_uint_eq(stats.pending_bytes, 0);
-	ck_assert_uint_eq(stats.in_flight, 0);
-	ck_assert_uint_eq(stats.parked, 0);
-}
 
 /* --- subscribing ------------------------------------------------------- */
 
@@ -212,23 +152,6 @@ static size_t nack(struct broker *broker, const char *subject, const char *id, u
 }
 
 /* --- parked fetches ---------------------------------------------------- */
-
-struct recorder {
-	struct broker_waiter waiter;
-	int wakes;
-};
-
-static void record_wake(struct broker_waiter *waiter)
-{
-	struct recorder *recorder = waiter->context;
-
-	__atomic_add_fetch(&recorder->wakes, 1, __ATOMIC_RELEASE);
-}
-
-static int wakes_of(struct recorder *recorder)
-{
-	return __atomic_load_n(&recorder->wakes, __ATOMIC_ACQUIRE);
-}
 
 static enum broker_status fetch_wait(struct broker *broker, const char *subject, const char *id,
                                      uint64_t wait_ms, struct recorder *recorder)
@@ -964,14 +887,6 @@ START_TEST(test_a_give_back_of_expired_copies_does_not_wake_a_held_fetch)
 END_TEST
 
 /* --- the timer thread ---------------------------------------------------- */
-
-static uint64_t real_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
 
 START_TEST(test_the_timer_thread_sweeps_expired_copies_in_real_time)
 {
