@@ -1337,7 +1337,11 @@ static inline void model_give_back(struct model *model, const struct model_take 
 			if (k == MODEL_NONE)
 				continue;
 			copy = &queue->copies[k];
-			if (copy->state == MODEL_IN_FLIGHT && copy->consumer == take->subscriber) {
+			/* Only a copy still as this take got it: one that timed
+			 * out and was taken again since (by the same subscriber)
+			 * has a higher attempt and belongs to that take. */
+			if (copy->state == MODEL_IN_FLIGHT && copy->consumer == take->subscriber &&
+			    copy->attempt == take->attempts[i]) {
 				copy->state = MODEL_AVAILABLE;
 				copy->attempt--;
 			}
