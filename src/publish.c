@@ -248,25 +248,23 @@ enum broker_status broker_publish_batch(struct broker *broker,
 
 	targets_init(&targets, broker);
 	pthread_mutex_lock(&broker->lock);
+	/* In index order, so that the error names the first message that
+	 * fails, whether for want of a subscriber or of room. */
 	for (size_t i = 0; i < count; i++) {
+		uint64_t item_copies, item_bytes;
+
 		first[i] = targets.count;
 		if (targets_collect(broker, items[i].subject, items[i].subject_length, hashes[i], &targets) != 0) {
 			*failed = i;
 			status = BROKER_NO_MEMORY;
 			goto out;
 		}
-		if (targets.count == first[i] ||
-		    targets_copies(targets.subjects + first[i], targets.count - first[i]) == 0) {
+		item_copies = targets_copies(targets.subjects + first[i], targets.count - first[i]);
+		if (item_copies == 0) {
 			*failed = i;
 			status = BROKER_NO_SUBSCRIBER;
 			goto out;
 		}
-	}
-	first[count] = targets.count;
-	for (size_t i = 0; i < count; i++) {
-		uint64_t item_copies = targets_copies(targets.subjects + first[i], first[i + 1] - first[i]);
-		uint64_t item_bytes;
-
 		if (__builtin_mul_overflow(item_copies, (uint64_t)items[i].message->length, &item_bytes) ||
 		    __builtin_add_overflow(bytes, item_bytes, &bytes) ||
 		    !broker_fits_limits(broker, copies += item_copies, bytes)) {
@@ -281,6 +279,7 @@ enum broker_status broker_publish_batch(struct broker *broker,
 			goto out;
 		}
 	}
+	first[count] = targets.count;
 	/* All or nothing: room in every queue for all its copies first. */
 	for (size_t i = 0; i < targets.count; i++)
 		for (struct queue *queue = targets.subjects[i]->queues; queue; queue = queue->subject_next)

@@ -436,8 +436,10 @@ START_TEST(test_refused_publishes_take_no_seq_and_seqs_are_never_reused)
 	ck_assert_uint_eq(message->seq, 0);
 	ck_assert_uint_eq(publish(broker, "a", "2"), 2);
 	ck_assert_int_eq(try_publish(broker, "a", message), BROKER_OVERFLOW);
-	ck_assert_int_eq(broker_publish_batch(broker, items, 2, &failed), BROKER_NO_SUBSCRIBER);
-	ck_assert_uint_eq(failed, 1);
+	/* The first message that fails is named: 0, which does not fit,
+	 * before 1, which has no subscriber. */
+	ck_assert_int_eq(broker_publish_batch(broker, items, 2, &failed), BROKER_OVERFLOW);
+	ck_assert_uint_eq(failed, 0);
 	ck_assert_uint_eq(message->seq, 0);
 	ck_assert_uint_eq(other->seq, 0);
 	ck_assert_uint_eq(refcount_of(message), 1);

@@ -1772,6 +1772,10 @@ class BatchPublishTest(DeliveryTestCase):
         response = self.batch(d, [{"subject": unique_subject(), "data": "x"}] + [{"subject": two, "data": "y"}] * 4)
         self.assertJsonReply(response, 404, {"message": "subscriber not found", "index": 0})
         self.assertEqual(self.metric(d, "gophermq_pending_messages"), 0)
+        # And an overflow at a lower index than a 404 wins: 2, 4, 6, 8 > 6 at 3.
+        response = self.batch(d, [{"subject": two, "data": "y"}] * 4 + [{"subject": unique_subject(), "data": "x"}])
+        self.assertJsonReply(response, 429, {"message": "broker overflow", "index": 3})
+        self.assertEqual(self.metric(d, "gophermq_pending_messages"), 0)
         # Exactly the limit fits: 2 + 2 + 2 copies.
         self.batch_ok(d, [{"subject": two, "data": "e"}, {"subject": two, "data": "f"}, {"subject": two, "data": "g"}])
         self.assertEqual(self.metric(d, "gophermq_pending_messages"), 6)
