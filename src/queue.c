@@ -140,6 +140,46 @@ static int run_seq_compare(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* The index-th message of the runs from first on, as one array. */
+static struct broker_message **runs_at(struct queue_run *first, size_t index)
+{
+	while (index >= first->count) {
+		index -= first->count;
+		first = first->next;
+	}
+	return &first->messages[first->head + index];
+}
+
+static void runs_sift_down(struct queue_run *first, size_t root, size_t count)
+{
+	for (size_t child; (child = 2 * root + 1) < count; root = child) {
+		struct broker_message **parent = runs_at(first, root), **larger = runs_at(first, child), *swap;
+
+		if (child + 1 < count && (*runs_at(first, child + 1))->seq > (*larger)->seq)
+			larger = runs_at(first, ++child);
+		if ((*parent)->seq > (*larger)->seq)
+			return;
+		swap = *parent;
+		*parent = *larger;
+		*larger = swap;
+	}
+}
+
+/* Sorts the count messages of the runs from first on by seq, in place
+ * across the runs (each keeps its size): heapsort, as it needs no memory. */
+static void runs_sort(struct queue_run *first, size_t count)
+{
+	for (size_t root = count / 2; root-- > 0;)
+		runs_sift_down(first, root, count);
+	for (size_t end = count; end-- > 1;) {
+		struct broker_message **top = runs_at(first, 0), **last = runs_at(first, end), *swap = *top;
+
+		*top = *last;
+		*last = swap;
+		runs_sift_down(first, 0, end);
+	}
+}
+
 void queue_give_back(struct queue *queue, struct queue_run *run, queue_realloc_fn *allocate)
 {
 	struct queue_run *merged, **link;
@@ -174,12 +214,12 @@ void queue_give_back(struct queue *queue, struct queue_run *run, queue_realloc_f
 		queue->returned_count = total;
 		return;
 	}
+	/* No memory for one run: keep the runs, sorted across them. */
 	for (link = &queue->returned; *link; link = &(*link)->next)
-		if ((*link)->messages[(*link)->head]->seq > run->messages[run->head]->seq)
-			break;
-	run->next = *link;
+		;
 	*link = run;
 	queue->returned_count = total;
+	runs_sort(queue->returned, total);
 }
 
 struct broker_message *queue_returned_pop(struct queue *queue)

@@ -131,9 +131,9 @@ struct queue_run *queue_run_new(size_t count, queue_realloc_fn *allocate);
 
 /* Gives back a run of messages (the references pass to the queue) in seq
  * order before everything else.  Never fails: when the runs cannot be
- * merged into one for lack of memory, run is linked in by its first seq
- * (all messages kept; a run that overlaps another's seqs, from two failed
- * replies to concurrent fetches, then keeps its own order). */
+ * merged into one for lack of memory, run is linked in last and the
+ * messages are sorted across the runs in place (the runs' concatenation
+ * is always in seq order). */
 void queue_give_back(struct queue *queue, struct queue_run *run, queue_realloc_fn *allocate);
 
 /* Removes and returns the oldest returned message; there must be one. */

@@ -2576,6 +2576,54 @@ START_TEST(test_plain_give_back_loses_nothing_when_an_allocation_fails)
 }
 END_TEST
 
+/* Batches whose seqs interleave, given back while memory runs out: the
+ * queue still hands everything out in seq order.  Fetches of [1,2] and
+ * [3,4]; [1,2] back; fetches of [1] and [2,5]; then [3,4], [2,5] and
+ * [1] back, each with allocation number after failing. */
+static int scenario_interleaved_give_backs(int after, bool only_one)
+{
+	enum { COUNT = 6 };
+	struct broker *broker = new_broker();
+	struct broker_message *messages[COUNT];
+	struct broker_batch low, middle, one, mixed;
+	struct received received = { .count = 0 };
+	uint64_t seqs[COUNT];
+	int failures;
+	subscriber_id id;
+
+	subscribe(broker, "s", id);
+	for (int i = 0; i < COUNT; i++) {
+		messages[i] = new_message("interleaved");
+		seqs[i] = publish_message(broker, "s", messages[i]);
+	}
+	fetch(broker, "s", id, 2, &low);
+	fetch(broker, "s", id, 2, &middle);
+	broker_batch_give_back(broker, ID(id), &low);
+	fetch(broker, "s", id, 1, &one);
+	fetch(broker, "s", id, 2, &mixed);
+	ck_assert_uint_eq(mixed.messages[0]->seq, seqs[1]);
+	ck_assert_uint_eq(mixed.messages[1]->seq, seqs[4]);
+
+	fail_allocations(broker, after, only_one);
+	broker_batch_give_back(broker, ID(id), &middle);
+	broker_batch_give_back(broker, ID(id), &mixed);
+	broker_batch_give_back(broker, ID(id), &one);
+	failures = restore_allocations(broker);
+	ck_assert_uint_eq(stats_of(broker).pending, COUNT);
+	drain_into(broker, "s", id, &received);
+	assert_received(&received, seqs, COUNT);
+	assert_empty(broker);
+	release_all(messages, COUNT);
+	broker_free(broker);
+	return failures;
+}
+
+START_TEST(test_interleaved_give_backs_keep_seq_order_when_allocations_fail)
+{
+	fail_every_allocation(scenario_interleaved_give_backs);
+}
+END_TEST
+
 /* 12 in-flight messages given back to an ack queue that also holds a
  * fresh one. */
 static int scenario_ack_give_back(int after, bool only_one)
@@ -2772,6 +2820,7 @@ static Suite *delivery_suite(void)
 	tcase_add_test(memory, test_fetch_wait_that_cannot_park_is_answered_at_once);
 	tcase_add_test(memory, test_dead_letter_is_not_dropped_when_an_allocation_fails);
 	tcase_add_test(memory, test_plain_give_back_loses_nothing_when_an_allocation_fails);
+	tcase_add_test(memory, test_interleaved_give_backs_keep_seq_order_when_allocations_fail);
 	tcase_add_test(memory, test_ack_give_back_loses_nothing_when_an_allocation_fails);
 	suite_add_tcase(suite, memory);
 
