@@ -90,12 +90,6 @@ enum mode {
 
 /* FUZZ_VERBOSE=1 prints every request and reply (to reproduce a finding). */
 static bool verbose;
-/* FUZZ_KNOWN_BUGS=1: predict the contract where the broker has a
- * reported, unfixed divergence (see fuzz_model.h, follow_known_bugs, and
- * "Known finding" below); by default the harness follows the broker there
- * so that a run gets past them. */
-static bool known_bugs;
-
 static const struct broker_limits limits = {
 	.max_pending = 8,
 	.max_pending_bytes = 256,
@@ -153,7 +147,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	metrics_init(NULL, 0);
 	verbose = getenv("FUZZ_VERBOSE") != NULL;
-	known_bugs = getenv("FUZZ_KNOWN_BUGS") != NULL;
 	/* api.c logs failed async publishes at debug level: keep them quiet
 	 * but still formatted, by enabling debug only with FUZZ_DEBUG_LOG. */
 	log_set_level(getenv("FUZZ_DEBUG_LOG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
@@ -451,8 +444,9 @@ static struct expected predict_subscribe(struct run *run, const struct request *
 		return expect_error(400, "invalid ack_wait_ms");
 	options->ack_wait_ms = field == PRESENT ? (uint64_t)number : 0;
 	field = field_integer(object, "max_deliver", 0, BROKER_MAX_DELIVER_MAX, &number);
-	/* Known finding: "max_deliver":0 without ack is accepted. */
-	if (field == INVALID || (field == PRESENT && !options->ack && (number > 0 || known_bugs)))
+	/* Without ack only 0, the default (no limit), is accepted: it asks
+	 * for nothing a plain subscription does not have. */
+	if (field == INVALID || (field == PRESENT && !options->ack && number > 0))
 		return expect_error(400, "invalid max_deliver");
 	options->max_deliver = field == PRESENT ? (uint32_t)number : 0;
 	field = field_string(object, "dead_letter", &options->dead_letter, &options->dead_letter_length);
@@ -1088,7 +1082,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size)
 	atomic_init(&run.context.max_batch_messages, MAX_BATCH_MESSAGES);
 	atomic_init(&run.context.max_batch_bytes, 8192);
 	model_init(&run.model, &limits);
-	run.model.follow_known_bugs = !known_bugs;
 	state_prepare(&run);
 
 	while (start < size && requests < MAX_REQUESTS) {

@@ -99,9 +99,6 @@ struct reader {
 
 static uint64_t fake_now_ms;
 static bool verbose;         /* FUZZ_VERBOSE=1: print every operation */
-/* FUZZ_KNOWN_BUGS=1: also take the paths of reported, unfixed findings
- * (see the README), which a run would otherwise stop at every time. */
-static bool known_bugs;
 static int realloc_budget;   /* < 0: never fail */
 static struct model *current_model;
 
@@ -111,7 +108,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	verbose = getenv("FUZZ_VERBOSE") != NULL;
-	known_bugs = getenv("FUZZ_KNOWN_BUGS") != NULL;
 	return 0;
 }
 
@@ -417,28 +413,8 @@ static void op_batch(struct broker *broker, struct model *model, struct reader *
 
 static void run_timers(struct broker *broker, struct model *model);
 
-/* Known finding: a fetch from an ack queue reserves room in the delivery
- * timers for its fresh messages only, and overflows the heap when it also
- * redelivers more than the heap had room for (consume.c,
- * queue_take_acked).  Unless FUZZ_KNOWN_BUGS, fetches are capped so that
- * at most 64 deliveries (the heap's first allocation) are in the timers at
- * once.  Returns false when the fetch must be skipped. */
-static bool steer_fetch(struct broker *broker, struct model *model, size_t subscriber,
-                        const struct broker_fetch_options **options, struct broker_fetch_options *room)
-{
-	const struct model_queue *queue = model_queue_of(model, subscriber);
-
-	if (model->max_timers == 0 || !queue->ack || (*options && (*options)->peek))
-		return true;
-	run_timers(broker, model);
-	model_check_stats(model, broker);
-	return model_fetch_cap(model, subscriber, options, room);
-}
-
 static void op_fetch(struct broker *broker, struct model *model, struct reader *reader)
 {
-	const struct broker_fetch_options *options = NULL;
-	struct broker_fetch_options room;
 	char id[BROKER_ID_LENGTH + 1];
 	const char *subject;
 	size_t subject_length, id_length = BROKER_ID_LENGTH, subscriber = read_subscriber(model, reader);
@@ -470,16 +446,14 @@ static void op_fetch(struct broker *broker, struct model *model, struct reader *
 		break;
 	}
 	want = model_lookup_status(model, subject, subject_length, id, id_length);
-	if (want == BROKER_OK && !steer_fetch(broker, model, subscriber, &options, &room))
-		return;
 	memset(&batch, 0x5a, sizeof(batch));
-	status = broker_fetch(broker, subject, subject_length, id, id_length, options, &batch);
+	status = broker_fetch(broker, subject, subject_length, id, id_length, NULL, &batch);
 	trace_batch("fetch", subscriber, status, &batch);
 	check_status(status, want, "fetch");
 	if (want == BROKER_OK) {
 		struct model_take take;
 
-		model_fetch(model, subscriber, options, fake_now_ms, &take);
+		model_fetch(model, subscriber, NULL, fake_now_ms, &take);
 		if (status == BROKER_OK)
 			model_check_batch(model, &take, &batch);
 		model_take_free(&take);
@@ -543,7 +517,7 @@ static void give_back(struct broker *broker, struct model *model, struct broker_
 static void op_fetch_options(struct broker *broker, struct model *model, struct reader *reader)
 {
 	size_t subscriber = read_subscriber(model, reader);
-	struct broker_fetch_options asked = { 0 }, room;
+	struct broker_fetch_options asked = { 0 };
 	const struct broker_fetch_options *options = &asked;
 	uint8_t max = read_byte(reader) % 5, max_bytes = read_byte(reader), flags = read_byte(reader);
 	int budget = (flags & 2) ? read_byte(reader) % 6 : -1;
@@ -562,8 +536,6 @@ static void op_fetch_options(struct broker *broker, struct model *model, struct 
 	who = &model->subscribers[subscriber];
 	queue = &model->queues[who->queue];
 	want = model_lookup_status(model, queue->subject, queue->subject_length, who->id, BROKER_ID_LENGTH);
-	if (want == BROKER_OK && !steer_fetch(broker, model, subscriber, &options, &room))
-		return;
 	if (budget >= 0) {
 		/* Nothing due, so that a failing allocation meets the fetch
 		 * alone, never a redelivery. */
@@ -680,7 +652,7 @@ static void op_fetch_wait(struct broker *broker, struct model *model, struct rea
 {
 	size_t index = read_byte(reader) % MODEL_WAITERS;
 	size_t subscriber = read_subscriber(model, reader);
-	struct broker_fetch_options asked = { 0 }, room;
+	struct broker_fetch_options asked = { 0 };
 	const struct broker_fetch_options *options = &asked;
 	uint8_t max = read_byte(reader) % 9, max_bytes = read_byte(reader), flags = read_byte(reader);
 	uint64_t wait_ms = (read_byte(reader) % 8) * 100u;
@@ -698,15 +670,6 @@ static void op_fetch_wait(struct broker *broker, struct model *model, struct rea
 	who = &model->subscribers[subscriber];
 	queue = &model->queues[who->queue];
 	want = model_lookup_status(model, queue->subject, queue->subject_length, who->id, BROKER_ID_LENGTH);
-	if (want == BROKER_OK && !steer_fetch(broker, model, subscriber, &options, &room))
-		return;
-	if (want == BROKER_OK && model->max_timers > 0 && queue->ack && !options->peek &&
-	    (options->max == 0 || options->max > 8)) {
-		/* What a held fetch takes later is not steered: small. */
-		room = *options;
-		room.max = 8;
-		options = &room;
-	}
 	memset(&slot->waiter, 0, sizeof(slot->waiter));
 	slot->waiter.wake = on_wake;
 	slot->waiter.context = slot;
@@ -773,12 +736,6 @@ static void op_held(struct broker *broker, struct model *model, struct reader *r
 
 	if (!slot->used)
 		return;
-	/* Known finding: a plain batch given back late, when the merge with
-	 * the batches given back meanwhile cannot be allocated, is linked in
-	 * by its first seq although the runs interleave, and later fetches
-	 * leave seq order (queue.c, queue_give_back). */
-	if (!slot->take.ack && !known_bugs)
-		budget = -1;
 	slot->used = false;
 	TRACE("held batch of #%zu, %zu messages: %s (budget %d)\n", slot->take.subscriber, slot->take.count,
 	      (action & 1) ? "give back" : "release", budget);
@@ -965,10 +922,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size)
 	memset(slots, 0, sizeof(slots));
 	broker_set_clock(broker, fake_clock);
 	model_init(&model, &limits);
-	model.follow_known_bugs = !known_bugs;
-	/* 64 deliveries: the heap's first allocation, less what the held
-	 * fetches may take (8 each, see op_fetch_wait). */
-	model.max_timers = known_bugs ? 0 : 64 - 8 * MODEL_WAITERS;
 	model.now_ms = fake_now_ms;
 	current_model = &model;
 

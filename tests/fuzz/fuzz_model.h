@@ -138,16 +138,6 @@ struct model {
 	 * queues instead. */
 	struct broker_stats stats;
 	bool uncertain;              /* see the header comment */
-	/* Known findings the model follows instead of the contract, so that
-	 * a run goes past them (the harness clears them with FUZZ_KNOWN_BUGS):
-	 *  - a batch publish looks for a message without subscriber in the
-	 *    whole batch before it looks for one that does not fit, so a 404
-	 *    at a later index beats a 429 at an earlier one. */
-	bool follow_known_bugs;
-	/* Known finding the harness steers around when set: most deliveries
-	 * in flight or delayed at once (a fetch that would hand out more
-	 * takes fewer); 0 = no limit. */
-	size_t max_timers;
 	/* Held fetches; the broker's clock (kept in step by the harness, for
 	 * what a held fetch takes when something else serves it); whether
 	 * broker_wake_all() was called. */
@@ -721,11 +711,6 @@ static inline enum broker_status model_batch_status(const struct model *model, c
 			return BROKER_INVALID_SUBJECT;
 		}
 	}
-	for (size_t i = 0; i < count && model->follow_known_bugs; i++) {
-		*index = i;
-		if (model_copies(model, items[i].subject, items[i].subject_length) == 0)
-			return BROKER_NO_SUBSCRIBER;
-	}
 	for (size_t i = 0; i < count; i++) {
 		uint64_t item_copies = model_copies(model, items[i].subject, items[i].subject_length);
 
@@ -1115,29 +1100,6 @@ static inline size_t model_timers(const struct model *model)
 	return timers;
 }
 
-/* Applies model->max_timers to a fetch of subscriber, made when no
- * deadline has passed (run the timers first): *options becomes the
- * options to fetch with (perhaps capped, written to room).  Returns false
- * when the fetch must not be made at all. */
-static inline bool model_fetch_cap(const struct model *model, size_t subscriber,
-                                   const struct broker_fetch_options **options, struct broker_fetch_options *room)
-{
-	const struct model_queue *queue = &model->queues[model->subscribers[subscriber].queue];
-	size_t timers;
-
-	if (model->max_timers == 0 || !queue->ack || (*options && (*options)->peek))
-		return true;
-	timers = model_timers(model);
-	if (timers + model_take_count(model, queue, *options) <= model->max_timers)
-		return true;
-	if (timers >= model->max_timers)
-		return false;
-	*room = *options ? **options : (struct broker_fetch_options){ 0, 0, false, NULL, NULL };
-	room->max = model->max_timers - timers;
-	*options = room;
-	return true;
-}
-
 /* Takes (or peeks at) the first messages available to subscriber as
  * options say, into *take. */
 static inline void model_take(struct model *model, size_t subscriber, const struct broker_fetch_options *options,
@@ -1459,15 +1421,10 @@ static inline void model_drain(struct model *model, struct broker *broker, uint6
 			uint64_t *seqs;
 			size_t count, settled;
 
-			const struct broker_fetch_options *options = NULL;
-			struct broker_fetch_options room;
-
-			/* Nothing is due, nothing of this subscriber in flight. */
-			FUZZ_CHECK(model_fetch_cap(model, i, &options, &room), "drain: timers full");
 			status = broker_fetch(broker, queue->subject, queue->subject_length, subscriber->id,
-			                      BROKER_ID_LENGTH, options, &batch);
+			                      BROKER_ID_LENGTH, NULL, &batch);
 			FUZZ_CHECK(status == BROKER_OK, "draining %.36s: %s", subscriber->id, broker_status_name(status));
-			model_fetch(model, i, options, now_ms, &take);
+			model_fetch(model, i, NULL, now_ms, &take);
 			model_check_batch(model, &take, &batch);
 			taken = batch.count;
 			broker_batch_release(&batch);
