@@ -28,8 +28,9 @@ struct client_options {
 	const char *cacert;
 	long timeout_s;          /* per request */
 
+	/* Numbers left out are 0 (delay_ms: -1): "not given". */
+
 	/* pub */
-	bool has_ttl;
 	int64_t ttl_ms;
 	bool batch;
 	long batch_size;
@@ -37,20 +38,15 @@ struct client_options {
 	/* sub, tail */
 	const char *group;
 	bool ack;
-	bool has_ack_wait;
 	int64_t ack_wait_ms;
-	bool has_max_deliver;
 	int64_t max_deliver;
 	const char *dead_letter;
 
 	/* fetch */
-	bool has_max;
 	int64_t max;
-	bool has_wait;
 	int64_t wait_ms;
 
 	/* nack */
-	bool has_delay;
 	int64_t delay_ms;
 
 	/* tail */

@@ -60,7 +60,7 @@ static json_object *message_object(const struct client_options *options, const c
 	json_object *message = json_object_new_object();
 	json_object_object_add(message, "subject", json_object_new_string(subject));
 	json_object_object_add(message, "data", json_object_new_string_len(data, (int)length));
-	if (options->has_ttl)
+	if (options->ttl_ms > 0)
 		json_object_object_add(message, "ttl_ms", json_object_new_int64(options->ttl_ms));
 	return message;
 }
@@ -210,8 +210,8 @@ int command_fetch(const struct client_options *options, const struct client_args
 	if (session == NULL)
 		return EXIT_USAGE;
 	json_object *answer, *messages;
-	int result = request_fetch(session, "fetch", args->values[0], args->values[1], options->has_max ? options->max : 0,
-	                           options->has_wait ? options->wait_ms : 0, &answer, &messages);
+	int result = request_fetch(session, "fetch", args->values[0], args->values[1], options->max, options->wait_ms,
+	                           &answer, &messages);
 	if (result == EXIT_OK) {
 		size_t count = json_object_array_length(messages);
 		for (size_t i = 0; i < count; i++) {
@@ -268,7 +268,7 @@ int command_ack(const struct client_options *options, const struct client_args *
 
 int command_nack(const struct client_options *options, const struct client_args *args)
 {
-	return settle(options, args, "nack", "/api/nack", options->has_delay ? options->delay_ms : -1);
+	return settle(options, args, "nack", "/api/nack", options->delay_ms);
 }
 
 int command_unsub(const struct client_options *options, const struct client_args *args)

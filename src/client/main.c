@@ -210,10 +210,42 @@ static const char *option_name(int option)
 	return "?";
 }
 
-/* Stores one option; its OPT_ bit (0 for a global one) goes to *used. */
-static bool take_option(int option, const char *value, struct client_options *options, unsigned *used)
+/* The options that belong to some commands only, with their OPT_ bits. */
+static const struct {
+	int option;
+	unsigned bit;
+} command_options[] = {
+	{LONG_TTL, OPT_TTL}, {LONG_BATCH, OPT_BATCH}, {LONG_BATCH_SIZE, OPT_BATCH_SIZE}, {'g', OPT_GROUP},
+	{LONG_ACK, OPT_ACK}, {LONG_ACK_WAIT, OPT_ACK_WAIT}, {LONG_MAX_DELIVER, OPT_MAX_DELIVER},
+	{LONG_DEAD_LETTER, OPT_DEAD_LETTER}, {LONG_MAX, OPT_MAX}, {LONG_WAIT, OPT_WAIT}, {LONG_DELAY, OPT_DELAY},
+	{'C', OPT_COUNT}, {LONG_POLL, OPT_POLL}, {LONG_JSON, OPT_JSON}, {LONG_FORMAT, OPT_FORMAT},
+	{LONG_WATCH, OPT_WATCH},
+};
+#define COMMAND_OPTION_COUNT (sizeof command_options / sizeof command_options[0])
+
+static unsigned bit_of_option(int option)
+{
+	for (size_t i = 0; i < COMMAND_OPTION_COUNT; i++)
+		if (command_options[i].option == option)
+			return command_options[i].bit;
+	return 0;
+}
+
+/* Parses a number option into *out, narrower than int64_t if need be. */
+static bool take_long(const char *value, int64_t min, int64_t max, const char *what, long *out)
 {
 	int64_t number;
+	if (!client_parse_number(value, min, max, what, &number))
+		return false;
+	*out = (long)number;
+	return true;
+}
+
+/* Stores one option.  A number option left out keeps its default (0, or
+ * -1 for --delay, where 0 means something), which the commands read as
+ * "not given". */
+static bool take_option(int option, const char *value, struct client_options *options)
+{
 	switch (option) {
 	case 'u':
 		options->url = value;
@@ -228,99 +260,59 @@ static bool take_option(int option, const char *value, struct client_options *op
 		options->cacert = value;
 		return true;
 	case LONG_TIMEOUT:
-		if (!client_parse_number(value, 1, 86400, "--timeout", &number))
-			return false;
-		options->timeout_s = (long)number;
-		return true;
+		return take_long(value, 1, 86400, "--timeout", &options->timeout_s);
 	case LONG_TTL:
-		*used |= OPT_TTL;
-		options->has_ttl = true;
 		return client_parse_number(value, 1, INT64_MAX, "--ttl", &options->ttl_ms);
 	case LONG_BATCH:
-		*used |= OPT_BATCH;
 		options->batch = true;
 		return true;
 	case LONG_BATCH_SIZE:
-		*used |= OPT_BATCH_SIZE;
-		if (!client_parse_number(value, 1, 1000000, "--batch-size", &number))
-			return false;
-		options->batch_size = (long)number;
-		return true;
+		return take_long(value, 1, 1000000, "--batch-size", &options->batch_size);
 	case 'g':
-		*used |= OPT_GROUP;
 		options->group = value;
 		return true;
 	case LONG_ACK:
-		*used |= OPT_ACK;
 		options->ack = true;
 		return true;
 	case LONG_ACK_WAIT:
-		*used |= OPT_ACK_WAIT;
-		options->has_ack_wait = true;
 		return client_parse_number(value, 1, INT64_MAX, "--ack-wait", &options->ack_wait_ms);
 	case LONG_MAX_DELIVER:
-		*used |= OPT_MAX_DELIVER;
-		options->has_max_deliver = true;
 		return client_parse_number(value, 1, INT64_MAX, "--max-deliver", &options->max_deliver);
 	case LONG_DEAD_LETTER:
-		*used |= OPT_DEAD_LETTER;
 		options->dead_letter = value;
 		return true;
 	case LONG_MAX:
-		*used |= OPT_MAX;
-		options->has_max = true;
 		return client_parse_number(value, 1, INT64_MAX, "--max", &options->max);
 	case LONG_WAIT:
-		*used |= OPT_WAIT;
-		options->has_wait = true;
 		return client_parse_number(value, 0, INT64_MAX, "--wait", &options->wait_ms);
 	case LONG_DELAY:
-		*used |= OPT_DELAY;
-		options->has_delay = true;
 		return client_parse_number(value, 0, INT64_MAX, "--delay", &options->delay_ms);
 	case 'C':
-		*used |= OPT_COUNT;
 		return client_parse_number(value, 1, INT64_MAX, "--count", &options->count);
 	case LONG_POLL:
-		*used |= OPT_POLL;
 		options->poll = true;
 		return true;
 	case LONG_JSON:
-		*used |= OPT_JSON;
 		options->output.kind = OUTPUT_JSON;
 		return true;
 	case LONG_FORMAT:
-		*used |= OPT_FORMAT;
 		options->output.kind = OUTPUT_FORMAT;
 		options->output.template = value;
 		return true;
 	case LONG_WATCH:
-		*used |= OPT_WATCH;
 		options->watch = true;
-		if (value == NULL)
-			return true;
-		if (!client_parse_number(value, 1, 86400, "--watch", &number))
-			return false;
-		options->watch_s = (long)number;
-		return true;
+		return value == NULL || take_long(value, 1, 86400, "--watch", &options->watch_s);
 	default:
 		return false;
 	}
 }
 
-/* The first unused option bit of used that command does not take. */
+/* The first option in used that command does not take, or 0. */
 static int foreign_option(const struct command *command, unsigned used)
 {
-	unsigned foreign = used & ~command->options;
-	if (foreign == 0)
-		return 0;
-	static const int option_of_bit[] = {
-		LONG_TTL, LONG_BATCH, LONG_BATCH_SIZE, 'g', LONG_ACK, LONG_ACK_WAIT, LONG_MAX_DELIVER,
-		LONG_DEAD_LETTER, LONG_MAX, LONG_WAIT, LONG_DELAY, 'C', LONG_POLL, LONG_JSON, LONG_FORMAT, LONG_WATCH,
-	};
-	for (unsigned bit = 0; bit < sizeof option_of_bit / sizeof option_of_bit[0]; bit++)
-		if (foreign & (1u << bit))
-			return option_of_bit[bit];
+	for (size_t i = 0; i < COMMAND_OPTION_COUNT; i++)
+		if (used & command_options[i].bit & ~command->options)
+			return command_options[i].option;
 	return 0;
 }
 
@@ -335,14 +327,12 @@ static bool check_command_line(const struct command *command, unsigned used, str
 	}
 	/* stats --watch SECONDS: the interval may come as an argument. */
 	if (command->run == command_stats && args->count == 1) {
-		int64_t seconds;
 		if (!options->watch) {
 			client_error("stats takes no argument '%s' (see gophermq --help)", args->values[0]);
 			return false;
 		}
-		if (!client_parse_number(args->values[0], 1, 86400, "--watch", &seconds))
+		if (!take_long(args->values[0], 1, 86400, "--watch", &options->watch_s))
 			return false;
-		options->watch_s = (long)seconds;
 		args->count = 0;
 	}
 	if (args->count < command->min_args || (command->max_args >= 0 && args->count > command->max_args)) {
@@ -372,6 +362,7 @@ int main(int argc, char **argv)
 		.token_file = getenv("GOPHERMQ_TOKEN_FILE"),
 		.timeout_s = DEFAULT_TIMEOUT_S,
 		.batch_size = DEFAULT_BATCH_SIZE,
+		.delay_ms = -1,
 		.watch_s = DEFAULT_WATCH_S,
 		.output = {.kind = OUTPUT_DATA},
 	};
@@ -403,8 +394,9 @@ int main(int argc, char **argv)
 			client_error("option %s needs a value (see gophermq --help)", argv[optind - 1]);
 			return EXIT_USAGE;
 		default:
-			if (!take_option(option, optarg, &options, &used))
+			if (!take_option(option, optarg, &options))
 				return EXIT_USAGE;
+			used |= bit_of_option(option);
 		}
 	}
 	if (optind >= argc) {

@@ -24,9 +24,9 @@ int request_subscribe(struct http_session *session, const char *command, const s
 		json_object_object_add(request, "group", json_object_new_string(options->group));
 	if (options->ack)
 		json_object_object_add(request, "ack", json_object_new_boolean(1));
-	if (options->has_ack_wait)
+	if (options->ack_wait_ms > 0)
 		json_object_object_add(request, "ack_wait_ms", json_object_new_int64(options->ack_wait_ms));
-	if (options->has_max_deliver)
+	if (options->max_deliver > 0)
 		json_object_object_add(request, "max_deliver", json_object_new_int64(options->max_deliver));
 	if (options->dead_letter != NULL)
 		json_object_object_add(request, "dead_letter", json_object_new_string(options->dead_letter));
