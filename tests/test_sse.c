@@ -107,6 +107,27 @@ START_TEST(unfinished_event_waits)
 }
 END_TEST
 
+START_TEST(restart_forgets_the_event_but_keeps_the_last_id)
+{
+	struct seen seen = {0};
+	struct sse_parser parser;
+	sse_init(&parser, remember, &seen);
+	const char *text = "id: 5\ndata: whole\n\nevent: other\ndata: cut";
+	ck_assert(sse_feed(&parser, text, strlen(text)));
+	ck_assert_int_eq(seen.count, 1);
+	/* The connection broke mid-event: the next one starts afresh. */
+	sse_restart(&parser);
+	ck_assert_str_eq(parser.last_id, "5");
+	text = " off\n\ndata: next\n\n";
+	ck_assert(sse_feed(&parser, text, strlen(text)));
+	ck_assert_int_eq(seen.count, 2);
+	ck_assert_str_eq(seen.type[1], "message");
+	ck_assert_str_eq(seen.data[1], "next");
+	ck_assert_str_eq(seen.last_id[1], "5");
+	sse_free(&parser);
+}
+END_TEST
+
 START_TEST(callback_stops_parsing)
 {
 	struct seen seen = {.stop_after = 1};
@@ -181,6 +202,7 @@ int main(void)
 	tcase_add_test(sse, line_ends_and_fields);
 	tcase_add_test(sse, unfinished_event_waits);
 	tcase_add_test(sse, callback_stops_parsing);
+	tcase_add_test(sse, restart_forgets_the_event_but_keeps_the_last_id);
 	suite_add_tcase(suite, sse);
 	TCase *output = tcase_create("output");
 	tcase_add_test(output, output_forms);

@@ -65,32 +65,38 @@ static json_object *message_object(const struct client_options *options, const c
 	return message;
 }
 
-/* Sends one batch request of the lines first_line.. (1-based); a refusal
+/* Messages read from stdin and not sent yet: lines first_line.. (1-based)
+ * of which published lines came before. */
+struct batch {
+	json_object *messages;
+	size_t bytes;             /* their data, as JSON */
+	long first_line;
+	long published;
+};
+
+/* Sends the batch as one request and starts the next one; a refusal
  * names the line of the message the broker pointed at. */
-static int send_batch(struct http_session *session, json_object *messages, long first_line, long published)
+static int send_batch(struct http_session *session, struct batch *batch)
 {
+	long count = (long)json_object_array_length(batch->messages);
 	json_object *request = json_object_new_object();
-	json_object_object_add(request, "messages", json_object_get(messages));
+	json_object_object_add(request, "messages", batch->messages);
 	struct http_reply reply = {0};
 	int result = http_post(session, "/api/publish/batch", request, 0, &reply);
 	json_object_put(request);
 	if (result == EXIT_OK && (reply.status < 200 || reply.status > 299)) {
-		json_object *answer = reply.body != NULL ? json_tokener_parse(reply.body) : NULL;
-		json_object *message, *index;
-		if (answer != NULL && json_object_object_get_ex(answer, "message", &message) &&
-		    json_object_is_type(message, json_type_string)) {
-			long line = first_line;
-			if (json_object_object_get_ex(answer, "index", &index) && json_object_is_type(index, json_type_int))
-				line += (long)json_object_get_int64(index);
-			client_error("pub: %ld %s (line %ld; %ld earlier line%s published)", reply.status,
-			             json_object_get_string(message), line, published, published == 1 ? "" : "s");
-		} else {
-			http_print_refusal("pub", &reply);
-		}
-		json_object_put(answer);
+		long index = http_refusal_index(&reply);
+		char detail[80];
+		snprintf(detail, sizeof detail, "line %ld; %ld earlier line%s published",
+		         batch->first_line + (index > 0 ? index : 0), batch->published, batch->published == 1 ? "" : "s");
+		http_print_refusal("pub", &reply, detail);
 		result = EXIT_REFUSED;
 	}
 	http_reply_clear(&reply);
+	batch->published += count;
+	batch->first_line += count;
+	batch->messages = json_object_new_array();
+	batch->bytes = 0;
 	return result;
 }
 
@@ -114,47 +120,31 @@ static int publish_lines(struct http_session *session, const struct client_optio
 	char *line = NULL;
 	size_t line_size = 0;
 	ssize_t length;
-	long line_number = 0, first_line = 1, published = 0;
-	size_t batch_bytes = 0;
-	json_object *messages = json_object_new_array();
+	struct batch batch = {.messages = json_object_new_array(), .first_line = 1};
 	int result = EXIT_OK;
-	while ((length = getline(&line, &line_size, stdin)) >= 0) {
-		line_number++;
+	while (result == EXIT_OK && (length = getline(&line, &line_size, stdin)) >= 0) {
 		if (length > 0 && line[length - 1] == '\n')
 			length--;
 		/* A line that would take the request past BATCH_BYTES_MAX
 		 * starts the next one. */
 		size_t line_bytes = json_length(line, (size_t)length);
-		if (json_object_array_length(messages) > 0 && batch_bytes + line_bytes > BATCH_BYTES_MAX) {
-			result = send_batch(session, messages, first_line, published);
+		if (json_object_array_length(batch.messages) > 0 && batch.bytes + line_bytes > BATCH_BYTES_MAX) {
+			result = send_batch(session, &batch);
 			if (result != EXIT_OK)
 				break;
-			published = line_number - 1;
-			first_line = line_number;
-			json_object_put(messages);
-			messages = json_object_new_array();
-			batch_bytes = 0;
 		}
-		json_object_array_add(messages, message_object(options, subject, line, (size_t)length));
-		batch_bytes += line_bytes;
-		if ((long)json_object_array_length(messages) >= options->batch_size) {
-			result = send_batch(session, messages, first_line, published);
-			if (result != EXIT_OK)
-				break;
-			published = line_number;
-			first_line = line_number + 1;
-			json_object_put(messages);
-			messages = json_object_new_array();
-			batch_bytes = 0;
-		}
+		json_object_array_add(batch.messages, message_object(options, subject, line, (size_t)length));
+		batch.bytes += line_bytes;
+		if ((long)json_object_array_length(batch.messages) >= options->batch_size)
+			result = send_batch(session, &batch);
 	}
 	if (result == EXIT_OK && ferror(stdin)) {
 		client_error("cannot read stdin: %s", strerror(errno));
 		result = EXIT_USAGE;
 	}
-	if (result == EXIT_OK && json_object_array_length(messages) > 0)
-		result = send_batch(session, messages, first_line, published);
-	json_object_put(messages);
+	if (result == EXIT_OK && json_object_array_length(batch.messages) > 0)
+		result = send_batch(session, &batch);
+	json_object_put(batch.messages);
 	free(line);
 	return result;
 }

@@ -210,8 +210,10 @@ static int perform(struct http_session *session, struct http_body *body)
 		curl_easy_getinfo(session->curl, CURLINFO_RESPONSE_CODE, &body->reply->status);
 		return EXIT_OK;
 	}
-	if (body->sink_ended || (session->interrupt != NULL && *session->interrupt != 0))
+	if (body->sink_ended || (session->interrupt != NULL && *session->interrupt != 0)) {
+		session->error[0] = '\0';
 		return EXIT_OK;
+	}
 	if (session->error[0] == '\0')
 		snprintf(session->error, sizeof session->error, "%s", curl_easy_strerror(code));
 	return EXIT_UNREACHABLE;
@@ -244,24 +246,44 @@ static char *api_url(const struct http_session *session, const char *path)
 	return url;
 }
 
-void http_print_refusal(const char *command, const struct http_reply *reply)
+/* The broker's answer as a JSON object, or NULL (json_object_put it). */
+static json_object *reply_object(const struct http_reply *reply)
 {
-	const char *message = NULL;
 	json_object *object = reply->body != NULL ? json_tokener_parse(reply->body) : NULL;
-	json_object *field;
-	if (object != NULL && json_object_is_type(object, json_type_object) &&
-	    json_object_object_get_ex(object, "message", &field) && json_object_is_type(field, json_type_string))
-		message = json_object_get_string(field);
-	if (message != NULL) {
-		client_error("%s: %ld %s", command, reply->status, message);
+	if (object != NULL && !json_object_is_type(object, json_type_object)) {
+		json_object_put(object);
+		object = NULL;
+	}
+	return object;
+}
+
+void http_print_refusal(const char *command, const struct http_reply *reply, const char *detail)
+{
+	json_object *object = reply_object(reply), *field;
+	char text[256];
+	if (object != NULL && json_object_object_get_ex(object, "message", &field) &&
+	    json_object_is_type(field, json_type_string)) {
+		snprintf(text, sizeof text, "%s", json_object_get_string(field));
 	} else if (reply->body != NULL && reply->length > 0) {
 		/* Not the broker's answer (a proxy's page, say): its first line. */
-		size_t line = strcspn(reply->body, "\r\n");
-		client_error("%s: %ld %.*s", command, reply->status, (int)(line > 200 ? 200 : line), reply->body);
+		snprintf(text, sizeof text, "%.*s", (int)strcspn(reply->body, "\r\n"), reply->body);
 	} else {
-		client_error("%s: %ld (no message)", command, reply->status);
+		snprintf(text, sizeof text, "(no message)");
 	}
+	client_error("%s: %ld %s%s%s%s", command, reply->status, text, detail != NULL ? " (" : "",
+	             detail != NULL ? detail : "", detail != NULL ? ")" : "");
 	json_object_put(object);
+}
+
+long http_refusal_index(const struct http_reply *reply)
+{
+	json_object *object = reply_object(reply), *field;
+	long index = -1;
+	if (object != NULL && json_object_object_get_ex(object, "index", &field) &&
+	    json_object_is_type(field, json_type_int))
+		index = (long)json_object_get_int64(field);
+	json_object_put(object);
+	return index;
 }
 
 int http_post(struct http_session *session, const char *path, json_object *request, int64_t extra_ms,
@@ -295,7 +317,7 @@ int http_api_call(struct http_session *session, const char *command, const char 
 	if (result != EXIT_OK || reply.status == 0) {
 		/* unreachable (said), or interrupted: the caller looks at its flag */
 	} else if (reply.status < 200 || reply.status > 299) {
-		http_print_refusal(command, &reply);
+		http_print_refusal(command, &reply, NULL);
 		result = EXIT_REFUSED;
 	} else {
 		*answer = reply.body != NULL ? json_tokener_parse(reply.body) : NULL;

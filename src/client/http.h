@@ -53,8 +53,12 @@ int http_api_call(struct http_session *session, const char *command, const char 
                   json_object *request, int64_t extra_ms, json_object **answer);
 
 /* Prints a refused answer: "gophermq: COMMAND: 404 bad id" (the broker's
- * message, or the start of a body that is not ours, e.g. a proxy's). */
-void http_print_refusal(const char *command, const struct http_reply *reply);
+ * message, or the start of a body that is not ours, e.g. a proxy's), then
+ * " (DETAIL)" when detail is not NULL. */
+void http_print_refusal(const char *command, const struct http_reply *reply, const char *detail);
+
+/* The "index" a refused batch publish names, or -1. */
+long http_refusal_index(const struct http_reply *reply);
 
 /* Receives the body of a 200 answer as it arrives; returns false to end
  * the transfer (then http_stream returns EXIT_OK). */
@@ -69,7 +73,8 @@ typedef bool http_sink_fn(const char *data, size_t length, void *context);
 int http_stream(struct http_session *session, const char *path, const char *last_event_id,
                 http_sink_fn *sink, void *context, struct http_reply *reply);
 
-/* The last transport error, for a caller that gave up retrying. */
+/* Why the last request got no answer; "" when it got one (whatever it
+ * was) or was interrupted. */
 const char *http_last_error(const struct http_session *session);
 
 /* URL-encodes text for a query; free() the result. */

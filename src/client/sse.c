@@ -25,6 +25,17 @@ void sse_free(struct sse_parser *parser)
 	memset(parser, 0, sizeof *parser);
 }
 
+void sse_restart(struct sse_parser *parser)
+{
+	parser->line_length = 0;
+	parser->data_length = 0;
+	parser->has_data = false;
+	free(parser->type);
+	parser->type = NULL;
+	parser->skip_lf = false;
+	parser->failed = false;
+}
+
 /* Appends bytes to a growing buffer, keeping room for a NUL. */
 static bool append(char **buffer, size_t *length, size_t *size, const char *bytes, size_t count)
 {

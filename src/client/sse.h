@@ -38,6 +38,10 @@ struct sse_parser {
 void sse_init(struct sse_parser *parser, sse_event_fn *on_event, void *context);
 void sse_free(struct sse_parser *parser);
 
+/* Forgets the event being received, for the body of a new connection;
+ * the last event id stays (it is what a reconnection resumes from). */
+void sse_restart(struct sse_parser *parser);
+
 /* Parses the next bytes of the body; false when on_event stopped it or
  * memory ran out (parser->failed). */
 bool sse_feed(struct sse_parser *parser, const char *bytes, size_t length);

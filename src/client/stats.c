@@ -117,7 +117,7 @@ static int take_sample(struct http_session *session, const char *url, struct sam
 	if (result != EXIT_OK)
 		return result;
 	if (reply.status != 200) {
-		http_print_refusal("stats", &reply);
+		http_print_refusal("stats", &reply, NULL);
 		result = EXIT_REFUSED;
 	} else if (reply.body == NULL || strstr(reply.body, "gophermq_") == NULL) {
 		client_error("stats: %s holds no GopherMQ metrics", url);
@@ -239,7 +239,7 @@ int command_stats(const struct client_options *options, const struct client_args
 	struct sample samples[2];
 	struct sample *now = &samples[0], *before = &samples[1];
 	bool has_before = false;
-	int result;
+	int result = EXIT_OK;
 	if (!options->watch) {
 		char *path = state_path(options->metrics_url);
 		has_before = path != NULL && load_sample(path, before);

@@ -173,14 +173,11 @@ static void follow_stream(struct tail *tail)
 	time_t last_good = now_s();
 	unsigned attempt = 0;
 	while (!finished(tail)) {
+		/* A new connection starts a new event stream, resumed after
+		 * the last event printed. */
+		sse_restart(&tail->parser);
 		const char *last_id = tail->parser.last_id[0] != '\0' ? tail->parser.last_id : NULL;
-		char resume_from[sizeof tail->parser.last_id];
-		snprintf(resume_from, sizeof resume_from, "%s", last_id ? last_id : "");
-		/* A new connection starts a new event stream. */
-		sse_free(&tail->parser);
-		sse_init(&tail->parser, on_event, tail);
-		snprintf(tail->parser.last_id, sizeof tail->parser.last_id, "%s", resume_from);
-		int result = http_stream(tail->stream, path, last_id ? resume_from : NULL, on_stream_bytes, tail, &reply);
+		int result = http_stream(tail->stream, path, last_id, on_stream_bytes, tail, &reply);
 		if (finished(tail))
 			break;
 		if (result == EXIT_OK && reply.status == 200) {
@@ -190,7 +187,7 @@ static void follow_stream(struct tail *tail)
 			attempt = 0;
 			pause_before_retry(attempt++);
 		} else if (result == EXIT_OK) {
-			http_print_refusal("tail", &reply);
+			http_print_refusal("tail", &reply, NULL);
 			tail->failure = EXIT_REFUSED;
 		} else if (result == EXIT_UNREACHABLE) {
 			if (!may_retry(tail, tail->stream, last_good, &attempt))
@@ -213,53 +210,39 @@ static void follow_fetches(struct tail *tail)
 		int64_t max = TAIL_POLL_MAX;
 		if (tail->options->count > 0 && tail->options->count - tail->printed < max)
 			max = tail->options->count - tail->printed;
-		json_object *answer = NULL, *messages = NULL;
+		json_object *answer, *messages;
 		http_session_interrupt_on(tail->control, &client_stop_requested);
-		struct http_reply reply = {0};
-		json_object *request = json_object_new_object();
-		json_object_object_add(request, "subject", json_object_new_string(tail->subject));
-		json_object_object_add(request, "id", json_object_new_string(tail->id));
-		json_object_object_add(request, "meta", json_object_new_boolean(1));
-		json_object_object_add(request, "max", json_object_new_int64(max));
-		json_object_object_add(request, "wait_ms", json_object_new_int64(TAIL_POLL_WAIT_MS));
-		int result = http_post(tail->control, "/api/fetch", request, TAIL_POLL_WAIT_MS, &reply);
-		json_object_put(request);
+		int result = request_fetch(tail->control, "tail", tail->subject, tail->id, max, TAIL_POLL_WAIT_MS, &answer,
+		                           &messages);
 		http_session_interrupt_on(tail->control, NULL);
 		if (client_stop_requested != 0) {
-			http_reply_clear(&reply);
+			json_object_put(answer);
 			break;
 		}
-		if (result == EXIT_UNREACHABLE) {
-			http_reply_clear(&reply);
+		/* No answer at all (not one we cannot use): try again. */
+		if (result == EXIT_UNREACHABLE && http_last_error(tail->control)[0] != '\0') {
 			if (!may_retry(tail, tail->control, last_good, &attempt))
 				break;
 			continue;
 		}
 		last_good = now_s();
 		attempt = 0;
-		if (reply.status < 200 || reply.status > 299) {
-			http_print_refusal("tail", &reply);
-			tail->failure = EXIT_REFUSED;
-		} else if ((answer = json_tokener_parse(reply.body ? reply.body : "")) == NULL ||
-		           !json_object_object_get_ex(answer, "messages", &messages) ||
-		           !json_object_is_type(messages, json_type_array)) {
-			client_error("tail: the broker's answer to fetch holds no messages");
-			tail->failure = EXIT_UNREACHABLE;
-		} else {
-			size_t count = json_object_array_length(messages);
-			for (size_t i = 0; i < count && tail->failure == EXIT_OK; i++) {
-				struct output_message message;
-				if (!output_message_from_json(json_object_array_get_idx(messages, i), &message)) {
-					client_error("tail: the broker sent a message without seq, subject, attempt or data");
-					tail->failure = EXIT_UNREACHABLE;
-				} else {
-					print_message(tail, &message);
-				}
-			}
-			settle_printed(tail);
+		if (result != EXIT_OK) {
+			tail->failure = result;
+			continue;
 		}
+		size_t count = json_object_array_length(messages);
+		for (size_t i = 0; i < count && tail->failure == EXIT_OK; i++) {
+			struct output_message message;
+			if (!output_message_from_json(json_object_array_get_idx(messages, i), &message)) {
+				client_error("tail: the broker sent a message without seq, subject, attempt or data");
+				tail->failure = EXIT_UNREACHABLE;
+			} else {
+				print_message(tail, &message);
+			}
+		}
+		settle_printed(tail);
 		json_object_put(answer);
-		http_reply_clear(&reply);
 	}
 }
 
