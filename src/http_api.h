@@ -48,10 +48,9 @@ unsigned http_api_connections(const struct http_api *http);
 unsigned http_api_sweep(struct http_api *http);
 
 /* Turns new connections away (closed once accepted) and makes /ready
- * answer 503; requests in
- * flight are finished and their connections closed after the reply.  Waits
- * at most timeout_ms for in-flight requests to complete.  Returns how many
- * were still in flight when it gave up. */
+ * answer 503; requests in flight are finished and their connections
+ * closed after the reply.  Waits at most timeout_ms for in-flight requests
+ * to complete.  Returns how many were still in flight when it gave up. */
 unsigned http_api_quiesce(struct http_api *http, unsigned timeout_ms);
 
 /* Closes every connection and frees the listener. */
