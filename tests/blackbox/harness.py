@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 from signal import SIGTERM
 import socket
@@ -57,6 +58,7 @@ SCALE = 10 if VALGRIND else 1
 START_TIMEOUT = 15 * SCALE
 REQUEST_TIMEOUT = 15 * SCALE
 STOP_TIMEOUT = 5 * SCALE          # the daemon's promise: exit within 5 s
+STREAM_TIMEOUT = 10 * SCALE        # for the next event of a stream
 WAIT_TIMEOUT = 15 * SCALE         # polling for async effects, log lines
 FILE_WATCHDOG = 300 * SCALE       # a whole test file, as a last resort
 
@@ -89,6 +91,17 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def self_signed_certificate(directory):
+    """Writes a self-signed certificate for localhost and 127.0.0.1 and its
+    key into directory (openssl); returns (cert, key) paths."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
 
 
 def wrap_command(argv):
@@ -492,3 +505,225 @@ def main():
     watchdog.cancel()
     sys.stdout.flush()
     sys.exit(not result.wasSuccessful())
+
+
+class EventStream:
+    """One GET /api/stream on a raw socket, read as an EventSource would.
+
+    The request is sent at once; the response head is read by read_head()
+    (called by the constructor unless defer_head: a reader that never
+    reads).  The body is HTTP/1.1 chunked (or, for an error reply, sized
+    by Content-Length); its text is parsed into items, ("comment", text)
+    for ": text" lines and ("event", fields) for events, fields being a
+    dict of "id", "event", "data" and "lines" (the event's raw lines).
+    daemon is anything with api_host and api_port (a Daemon, a proxy)."""
+
+    def __init__(self, daemon, path, headers=None, rcvbuf=None, defer_head=False):
+        self.daemon = daemon
+        self.path = path
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            # Before connect, so that the window the daemon sees is small.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(REQUEST_TIMEOUT)
+        self.sock.connect((daemon.api_host, daemon.api_port))
+        head = "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n" % (
+            path, daemon.api_host, daemon.api_port)
+        for name, value in (headers or {}).items():
+            head += "%s: %s\r\n" % (name, value)
+        self.sock.sendall((head + "\r\n").encode("utf-8"))
+        self.raw = bytearray()        # received, not yet decoded from chunks
+        self.text = bytearray()       # body bytes, not yet parsed into lines
+        self.body_length = 0          # body bytes so far
+        self.items = []               # parsed, not yet taken by next_item()
+        self.comments = []            # every comment seen
+        self.fields = {}              # the event being parsed
+        self.lines = []
+        self.status = None
+        self.headers = {}
+        self.chunked = False
+        self.content_length = None
+        self.ended = False            # the body ended as HTTP says (last chunk)
+        self.eof = False              # the daemon closed the connection
+        self.sock_closed = False
+        if not defer_head:
+            self.read_head()
+
+    # -- socket -------------------------------------------------------
+    def _receive(self, deadline):
+        """Reads what is there (waiting until deadline); False at EOF."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError("%s: nothing more within the timeout" % self.path)
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(1 << 16)
+        except socket.timeout:
+            raise AssertionError("%s: nothing more within the timeout" % self.path) from None
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.raw += data
+        return True
+
+    def read_head(self, timeout=None):
+        deadline = time.monotonic() + (timeout or REQUEST_TIMEOUT)
+        while b"\r\n\r\n" not in self.raw:
+            if not self._receive(deadline):
+                raise AssertionError("%s: connection closed before the response head: %r"
+                                     % (self.path, bytes(self.raw)))
+        end = self.raw.index(b"\r\n\r\n")
+        lines = self.raw[:end].decode("iso-8859-1").split("\r\n")
+        del self.raw[:end + 4]
+        match = re.match(r"HTTP/1\.[01] (\d{3}) ", lines[0] + " ")
+        if not match:
+            raise AssertionError("%s: bad status line %r" % (self.path, lines[0]))
+        self.status = int(match.group(1))
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        if "content-length" in self.headers:
+            self.content_length = int(self.headers["content-length"])
+        self._decode()
+        return self
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+    def _decode(self):
+        """Moves whole chunks from raw to text and parses the text."""
+        while not self.ended:
+            if self.chunked:
+                line_end = self.raw.find(b"\r\n")
+                if line_end < 0:
+                    break
+                size = int(bytes(self.raw[:line_end]).split(b";")[0], 16)
+                if size == 0:
+                    # The last chunk: no trailers are sent, an empty line ends it.
+                    if len(self.raw) < line_end + 4:
+                        break
+                    if self.raw[line_end + 2:line_end + 4] != b"\r\n":
+                        raise AssertionError("%s: trailers after the last chunk: %r"
+                                             % (self.path, bytes(self.raw[:200])))
+                    del self.raw[:line_end + 4]
+                    self.ended = True
+                    break
+                if len(self.raw) < line_end + 2 + size + 2:
+                    break
+                chunk = self.raw[line_end + 2:line_end + 2 + size]
+                if self.raw[line_end + 2 + size:line_end + 4 + size] != b"\r\n":
+                    raise AssertionError("%s: bad chunk framing" % self.path)
+                del self.raw[:line_end + 4 + size]
+            else:
+                if not self.raw:
+                    break
+                chunk = bytes(self.raw)
+                del self.raw[:]
+            self.body_length += len(chunk)
+            self.text += chunk
+            if self.content_length is not None and self.body_length >= self.content_length:
+                self.ended = True
+        self._parse()
+
+    def _parse(self):
+        """SSE: lines end with LF (CRLF and CR are allowed too; the daemon
+        sends LF); a blank line dispatches the event being built."""
+        while True:
+            end = self.text.find(b"\n")
+            if end < 0:
+                return
+            line = self.text[:end].decode("utf-8")
+            del self.text[:end + 1]
+            if line.endswith("\r"):
+                line = line[:-1]
+            if "\r" in line:
+                # An EventSource ends a line at a lone CR as well.
+                raise AssertionError("%s: a bare CR inside a line: %r" % (self.path, line))
+            if line == "":
+                if self.fields:
+                    self.fields["lines"] = self.lines
+                    self.items.append(("event", self.fields))
+                self.fields, self.lines = {}, []
+            elif line.startswith(":"):
+                comment = line[1:].lstrip(" ")
+                self.comments.append(comment)
+                self.items.append(("comment", comment))
+            else:
+                name, colon, value = line.partition(":")
+                if colon and value.startswith(" "):
+                    value = value[1:]
+                self.lines.append(line)
+                if name == "data" and "data" in self.fields:
+                    self.fields["data"] += "\n" + value
+                else:
+                    self.fields[name] = value
+
+    # -- reading ------------------------------------------------------
+    def next_item(self, timeout=None):
+        """The next comment or event; AssertionError when none comes within
+        timeout or the body ends first."""
+        deadline = time.monotonic() + (timeout or STREAM_TIMEOUT)
+        while not self.items:
+            if self.ended or self.eof:
+                raise AssertionError("%s: the stream ended (clean end: %s) while an event was "
+                                     "awaited" % (self.path, self.ended))
+            self._receive(deadline)
+            self._decode()
+        return self.items.pop(0)
+
+    def readable(self, timeout):
+        """Whether an item is parsed and waiting, after reading what comes
+        within timeout."""
+        if not self.items and not (self.ended or self.eof):
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if ready:
+                self._receive(time.monotonic() + REQUEST_TIMEOUT)
+                self._decode()
+        return bool(self.items)
+
+    def next_event(self, timeout=None):
+        """The next event (comments skipped but kept in comments)."""
+        deadline = time.monotonic() + (timeout or STREAM_TIMEOUT)
+        while True:
+            kind, value = self.next_item(max(0.001, deadline - time.monotonic()))
+            if kind == "event":
+                return value
+
+    def events(self, count, timeout=None):
+        """The next count events."""
+        deadline = time.monotonic() + (timeout or STREAM_TIMEOUT)
+        return [self.next_event(max(0.001, deadline - time.monotonic())) for _ in range(count)]
+
+    def wait_comment(self, text, count=1, timeout=None):
+        """Reads until count comments equal to text have been seen in all;
+        fails on an event meanwhile."""
+        deadline = time.monotonic() + (timeout or STREAM_TIMEOUT)
+        while self.comments.count(text) < count:
+            kind, value = self.next_item(max(0.001, deadline - time.monotonic()))
+            if kind == "event":
+                raise AssertionError("%s: unexpected event %r" % (self.path, value))
+
+    def read_to_end(self, timeout=None):
+        """Reads until the body ends; returns the events meanwhile.  The end
+        must be the clean end of a chunked body, not a cut connection."""
+        deadline = time.monotonic() + (timeout or STREAM_TIMEOUT)
+        while not (self.ended or self.eof):
+            self._receive(deadline)
+            self._decode()
+        if not self.ended:
+            raise AssertionError("%s: the connection closed without the body's last chunk "
+                                 "(%d bytes left over)" % (self.path, len(self.raw)))
+        if self.text or self.fields:
+            raise AssertionError("%s: the body ended inside an event: %r %r"
+                                 % (self.path, bytes(self.text), self.fields))
+        events = [value for kind, value in self.items if kind == "event"]
+        self.items = []
+        return events
+
+    def close(self):
+        if not self.sock_closed:
+            self.sock_closed = True
+            self.sock.close()

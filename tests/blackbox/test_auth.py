@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 
@@ -207,11 +206,7 @@ class TlsTest(DaemonTestCase):
     @classmethod
     def setUpClass(cls):
         cls.directory = tempfile.mkdtemp(prefix="gophermq-tls-")
-        cls.cert = os.path.join(cls.directory, "cert.pem")
-        cls.key = os.path.join(cls.directory, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=localhost", "-keyout", cls.key, "-out", cls.cert],
-                       check=True, capture_output=True)
+        cls.cert, cls.key = harness.self_signed_certificate(cls.directory)
 
     @classmethod
     def tearDownClass(cls):

@@ -393,6 +393,12 @@ class ClientTestCase(DaemonTestCase):
         if mention is not None:
             self.assertIn(mention, lines[0], "the message names what is wrong: %r" % (result,))
 
+    def assertUsageErrors(self, arg_lists, mention=None, **kwargs):
+        """assertUsageError for each args of arg_lists, run side by side."""
+        for args, result in zip(arg_lists, self.gmq_all(arg_lists, **kwargs)):
+            with self.subTest(args=args):
+                self.assertUsageError(result, mention=mention)
+
     def assertUnreachable(self, result, port):
         """Exit 3 and one stderr line "gophermq: ..." naming the address."""
         self.assertEqual(result.code, 3, result)
@@ -490,9 +496,7 @@ class CommandLineTest(ClientTestCase):
         subscriber = self.subscribe(subject)
         arg_lists = [["--frobnicate", "pub", subject, "x"], ["pub", subject, "x", "--frobnicate"],
                      ["fetch", subject, subscriber, "--frobnicate"], ["stats", "--frobnicate"]]
-        for args, result in zip(arg_lists, self.gmq_all(arg_lists)):
-            with self.subTest(args=args):
-                self.assertUsageError(result, mention="frobnicate")
+        self.assertUsageErrors(arg_lists, mention="frobnicate")
         self.assertEqual(self.fetch_data(subject, subscriber), [], "nothing was published")
 
     def test_missing_arguments_are_exit_1(self):
@@ -501,9 +505,7 @@ class CommandLineTest(ClientTestCase):
         arg_lists = [["pub"], ["sub"], ["fetch"], ["fetch", subject], ["ack", subject, subscriber],
                      ["nack", subject, subscriber], ["unsub", subject], ["tail"],
                      ["sub", subject, "--group"], ["fetch", subject, subscriber, "--max"]]
-        for args, result in zip(arg_lists, self.gmq_all(arg_lists)):
-            with self.subTest(args=args):
-                self.assertUsageError(result)
+        self.assertUsageErrors(arg_lists)
         with self.subTest(args=["--url"]):
             self.assertUsageError(self.gmq("pub", subject, "x", "--url", daemon=None))
         self.assertEqual(self.fetch_data(subject, subscriber), [], "nothing was published")
@@ -522,9 +524,7 @@ class CommandLineTest(ClientTestCase):
                      ["nack", subject, subscriber, "1", "--delay", "abc"],
                      ["tail", subject, "--count", "x"], ["--timeout", "abc", "pub", subject, "x"],
                      ["stats", "--watch=abc"]]
-        for args, result in zip(arg_lists, self.gmq_all(arg_lists, input="")):
-            with self.subTest(args=args):
-                self.assertUsageError(result)
+        self.assertUsageErrors(arg_lists, input="")
         self.assertEqual(self.fetch_data(subject, subscriber), [], "nothing was published")
 
     def test_unreadable_token_file_is_exit_1(self):
@@ -1507,13 +1507,7 @@ class TlsTest(ClientTestCase):
     @classmethod
     def setUpClass(cls):
         cls.tls_directory = tempfile.mkdtemp(prefix="gophermq-client-tls-")
-        cls.cert = os.path.join(cls.tls_directory, "cert.pem")
-        key = os.path.join(cls.tls_directory, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                        "-subj", "/CN=localhost", "-addext",
-                        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                        "-keyout", key, "-out", cls.cert], check=True, capture_output=True)
+        cls.cert, key = harness.self_signed_certificate(cls.tls_directory)
         cls.home = tempfile.mkdtemp(prefix="gophermq-client-home-")
         d = harness.Daemon({"tls_cert_file": cls.cert, "tls_key_file": key},
                            owner=cls.__module__ + "." + cls.__qualname__, start=False)

@@ -46,7 +46,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -127,7 +126,14 @@ def rewrite_config(text, proxy_port, broker_ports):
 
 
 class Proxy:
-    """haproxy -db -f FILE, its output in a file."""
+    """haproxy -db -f FILE, its output in a file.  Its address is api_host
+    and api_port, as a Daemon's (for harness.EventStream)."""
+
+    api_host = "127.0.0.1"
+
+    @property
+    def api_port(self):
+        return self.port
 
     def __init__(self, binary, directory, broker_ports):
         with open(EXAMPLE, encoding="utf-8") as handle:
@@ -201,102 +207,6 @@ class Proxy:
 
     def client(self, timeout=None):
         return harness.Client("127.0.0.1", self.port, timeout)
-
-
-class Stream:
-    """GET /api/stream on a raw socket: the head, then the chunked body
-    parsed into ("comment", text) and ("event", fields) items."""
-
-    def __init__(self, port, subject, subscriber):
-        self.path = "/api/stream?" + urllib.parse.urlencode({"subject": subject, "id": subscriber})
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=harness.REQUEST_TIMEOUT)
-        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: gophermq\r\nAccept: text/event-stream\r\n\r\n"
-                           % self.path).encode())
-        self.raw = bytearray()
-        self.text = bytearray()
-        self.items = []
-        self.fields = {}
-        self.eof = self.ended = False
-        while b"\r\n\r\n" not in self.raw:
-            self._receive(time.monotonic() + harness.REQUEST_TIMEOUT)
-            if self.eof:
-                raise AssertionError("GET %s: connection closed before the head" % self.path)
-        head, _, rest = bytes(self.raw).partition(b"\r\n\r\n")
-        self.raw = bytearray(rest)
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1])
-        self.headers = {k.strip().lower(): v.strip()
-                        for k, _, v in (line.partition(":") for line in lines[1:])}
-        self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
-
-    def _receive(self, deadline):
-        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            return
-        if not data:
-            self.eof = True
-        self.raw += data
-
-    def _decode(self):
-        while self.chunked and not self.ended:
-            end = self.raw.find(b"\r\n")
-            if end < 0:
-                break
-            size = int(bytes(self.raw[:end]).split(b";")[0], 16)
-            if size == 0:
-                self.ended = True
-                break
-            if len(self.raw) < end + 4 + size:
-                break
-            self.text += self.raw[end + 2:end + 2 + size]
-            del self.raw[:end + 4 + size]
-        if not self.chunked:
-            self.text += self.raw
-            del self.raw[:]
-        while b"\n" in self.text:
-            line, _, rest = bytes(self.text).partition(b"\n")
-            self.text = bytearray(rest)
-            line = line.decode("utf-8")
-            if line == "":
-                if self.fields:
-                    self.items.append(("event", self.fields))
-                self.fields = {}
-            elif line.startswith(":"):
-                self.items.append(("comment", line[1:].strip()))
-            else:
-                name, _, value = line.partition(":")
-                self.fields[name] = value[1:] if value.startswith(" ") else value
-
-    def next_item(self, timeout=None):
-        deadline = time.monotonic() + (timeout or WAIT)
-        while True:
-            self._decode()
-            if self.items:
-                return self.items.pop(0)
-            if self.eof or self.ended:
-                raise AssertionError("%s: the stream ended" % self.path)
-            if time.monotonic() > deadline:
-                raise AssertionError("%s: nothing within %s s" % (self.path, timeout or WAIT))
-            self._receive(deadline)
-
-    def next_event(self, timeout=None):
-        deadline = time.monotonic() + (timeout or WAIT)
-        while True:
-            kind, value = self.next_item(max(0.01, deadline - time.monotonic()))
-            if kind == "event":
-                return value
-
-    def read_to_end(self, timeout=None):
-        deadline = time.monotonic() + (timeout or WAIT)
-        while not (self.eof or self.ended) and time.monotonic() < deadline:
-            self._receive(deadline)
-            self._decode()
-        return self.eof or self.ended
-
-    def close(self):
-        self.sock.close()
 
 
 class FleetTest(unittest.TestCase):
@@ -374,6 +284,11 @@ class FleetTest(unittest.TestCase):
         self.assertGreater(len(tokens), number, "broker %d owns tokens %r" % (broker + 1, tokens))
         return tokens[number]
 
+    def stream(self, subject, subscriber):
+        """GET /api/stream through the proxy."""
+        return harness.EventStream(self.proxy, "/api/stream?" + urllib.parse.urlencode(
+            {"subject": subject, "id": subscriber}))
+
     def counters(self, indexes=None):
         """{broker index: {(method, code): requests}} from each broker's metrics."""
         result = {}
@@ -445,7 +360,7 @@ class FleetTest(unittest.TestCase):
         self.assertEqual([a - b for a, b in zip(subscribers, subscribers_before)],
                          [5 if i == owner else 0 for i in range(BROKERS)], "gophermq_subscribers")
 
-        stream = Stream(self.proxy.port, token + ".live", live)
+        stream = self.stream(token + ".live", live)
         self.addCleanup(stream.close)
         self.assertEqual(stream.status, 200, stream.headers)
         self.assertEqual(stream.next_item(), ("comment", "open"))
@@ -500,7 +415,7 @@ class FleetTest(unittest.TestCase):
                                     (".*", star), (".live", live)):
             self.assertEqual(call("/api/unsubscribe", {"subject": token + subject,
                                                        "id": subscriber}), {"status": "ok"})
-        self.assertTrue(stream.read_to_end(), "the stream ends with its subscriber")
+        self.assertEqual(stream.read_to_end(), [], "the stream ends, cleanly, with its subscriber")
         self.assert_only(owner, before, sent)
 
         # Asked directly: a subscriber made through the proxy is on that
@@ -598,9 +513,9 @@ class FleetTest(unittest.TestCase):
             status, _, reply = client.post_json("/api/subscribe", {"subject": token + ".idle"})
             self.assertEqual(status, 200, reply)
             subscriber = reply["id"]
-            stream = Stream(self.proxy.port, token + ".idle", subscriber)
+            stream = self.stream(token + ".idle", subscriber)
             self.addCleanup(stream.close)
-            self.assertEqual((stream.status, stream.headers.get("content-type", "")[:17]),
+            self.assertEqual((stream.status, (stream.header("content-type") or "")[:17]),
                              (200, "text/event-stream"))
             keepalives = 0
             while keepalives < 3:               # stream_keepalive_s = 1: 3 s of silence
